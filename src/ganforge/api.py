@@ -1,0 +1,175 @@
+"""Python API: ``ganforge.train(...)`` and ``ganforge.load(run_dir)``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError, ConfigError
+from .models import MODELS, Recipe
+from .train import checkpoint as ckpt
+from .train.config import SECTIONS, RunConfig, build_config, resolve_key
+
+
+def _read_config(run_dir: Path) -> RunConfig:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise CheckpointError(
+            f"{run_dir} is not a ganforge run folder (no config.json); pass the folder `train` made"
+        )
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); the run folder is damaged") from e
+    return RunConfig.from_dict(raw)
+
+
+def train(
+    model: str,
+    data: str = "mnist5k",
+    *,
+    out: str | Path | None = None,
+    steps: int | None = None,
+    kimg: float | None = None,
+    minutes: float | None = None,
+    seed: int | None = None,
+    preset: str | None = None,
+    overrides: dict[str, Any] | list[tuple[str, Any]] | None = None,
+    resume: bool | str = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    command: str = "",
+    dry_run: bool = False,
+) -> Path | RunConfig:
+    """Train ``model`` on ``data`` and return the run folder (same options as ``ganforge train``).
+
+    ``overrides`` takes config keys (``{"lr_d": 1e-4, "train.batch_size": 128}``). With ``resume``
+    (True or "auto"), ``out`` must be an existing run: it continues from its latest checkpoint with
+    its saved config; only ``train.*`` settings (budgets, logging) may be changed.
+    """
+    from .train.loop import Training, prepare_out_dir
+
+    items = list(overrides.items()) if isinstance(overrides, dict) else list(overrides or [])
+    flags = {"steps": steps, "kimg": kimg, "minutes": minutes, "seed": seed}
+    items += [(f"train.{k}", v) for k, v in flags.items() if v is not None]
+
+    if resume:
+        if out is None:
+            raise ConfigError("--resume needs --out RUN_DIR, the run folder to continue")
+        run_dir = Path(out)
+        cfg = _read_config(run_dir)
+        if cfg.model_name != model:
+            raise ConfigError(f"{run_dir} is a {cfg.model_name} run, not {model}; resume with the same model")
+        if cfg.data.name != data:
+            raise ConfigError(
+                f"{run_dir} was trained on {cfg.data.name!r}, not {data!r}; resume with the same data"
+            )
+        if preset is not None:
+            raise ConfigError("--preset cannot be combined with --resume (the run keeps its saved config)")
+        changes = {}
+        for key, value in items:
+            section, name = resolve_key(model, key)
+            if section != "train":
+                raise ConfigError(
+                    f"cannot change {section}.{name} when resuming; only train.* settings may change"
+                )
+            changes[name] = value
+        if changes:
+            from .config import replace
+
+            cfg.train = replace(cfg.train, **changes)
+        last = ckpt.latest_checkpoint(run_dir / "checkpoints")
+        if dry_run:
+            return cfg
+        training = Training(cfg, run_dir)
+        if last is not None:
+            training.restore(last)
+        elif resume != "auto":
+            raise CheckpointError(
+                f"{run_dir} has no complete checkpoint to resume from; start a new run instead"
+            )
+    else:
+        cfg = build_config(model, data, preset, items, command=command or " ".join(sys.argv))
+        if dry_run:
+            return cfg
+        run_dir = prepare_out_dir(Path(out or f"runs/{model}-{data.split(':')[0]}"), overwrite)
+        training = Training(cfg, run_dir)
+    ckpt.write_json_atomic(run_dir / "config.json", cfg.to_dict())
+    training.run(progress=progress)
+    return run_dir
+
+
+class LoadedModel:
+    """A trained generator loaded from a run folder; needs no dataset."""
+
+    def __init__(
+        self, recipe: Recipe, G: torch.nn.Module, config: RunConfig, step: int, device: torch.device
+    ):
+        self.recipe, self.G, self.config, self.step, self.device = recipe, G, config, step, device
+
+    @property
+    def spec(self):
+        return self.recipe.spec
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        seed: int | None = None,
+        labels: torch.Tensor | list[int] | int | None = None,
+        batch_size: int = 256,
+    ) -> torch.Tensor:
+        """``n`` samples on the CPU: NCHW float in [-1, 1] for images, ``(n, D)`` for vector data."""
+        if n < 1:
+            raise ConfigError(f"n must be >= 1, got {n}")
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        y = None
+        if labels is not None:
+            k = self.spec.num_classes
+            if not self.recipe.conditional:
+                raise ConfigError(f"{self.config.model_name} is unconditional; it takes no labels")
+            y = torch.as_tensor(labels, dtype=torch.int64).flatten()
+            y = y.expand(n) if y.numel() == 1 else y
+            if len(y) != n or y.min() < 0 or y.max() >= k:
+                raise ConfigError(f"labels must be n={n} class indices in 0..{k - 1}")
+        out = []
+        for i in range(0, n, batch_size):
+            m = min(batch_size, n - i)
+            z = self.recipe.latent(m, self.device, generator=gen)
+            yy = None if y is None else y[i : i + m].to(self.device)
+            out.append(self.recipe.generate(self.G, z, yy).float().cpu())
+        return torch.cat(out)
+
+
+def load(
+    run_dir: str | Path, checkpoint: str | Path | None = None, ema: bool = True, device: str = "cpu"
+) -> LoadedModel:
+    """Rebuild the generator of a run from config.json and its latest (or a given) checkpoint."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run folder {run_dir} does not exist")
+    cfg = _read_config(run_dir)
+    if cfg.spec is None:
+        raise CheckpointError(f"{run_dir}/config.json has no data spec; the run never started training")
+    json_path = Path(checkpoint) if checkpoint else ckpt.latest_checkpoint(run_dir / "checkpoints")
+    if json_path is None:
+        raise CheckpointError(
+            f"{run_dir} has no complete checkpoint yet; train longer or wait for the first one"
+        )
+    if json_path.suffix == ".safetensors":
+        json_path = json_path.with_suffix(".json")
+    tensors, record = ckpt.load_checkpoint(json_path)
+    recipe = MODELS.get(cfg.model_name)(cfg.model, cfg.spec)
+    prefix = "G_ema" if ema and any(k.startswith("G_ema.") for k in tensors) else "G"
+    ckpt.load_module(prefix, recipe.G, tensors, json_path.name)
+    dev = torch.device(device)
+    G = recipe.G.to(dev).eval().requires_grad_(False)
+    recipe.nets["G"] = G
+    return LoadedModel(recipe, G, cfg, record["step"], dev)
+
+
+__all__ = ["SECTIONS", "LoadedModel", "load", "train"]

@@ -1,0 +1,155 @@
+"""What every model family provides: networks, optimisers and the phases of one training step.
+
+A *recipe* owns G, D, their objectives and the phase schedule; the networks themselves are plain
+``nn.Module``s that know nothing about losses (Lightning's model/system split). The training loop
+(`ganforge.train.loop`) is generic: it runs ``recipe.phases()`` in order each step.
+
+Tensor contract: ``recipe.generate(G, z, y) -> (N, *spec.shape)``; for image data that is NCHW
+float in [-1, 1] (tanh output), for vector data unbounded floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+
+from ..data.base import Batch, DataSpec
+from ..registry import Registry
+
+Report = Callable[[str, torch.Tensor], None]
+LossFn = Callable[[Batch, Report], torch.Tensor]
+
+
+@dataclass
+class Phase:
+    """One optimisation phase of a training step.
+
+    Args:
+        name: shown in logs ("D", "G", ...).
+        net: key in ``recipe.nets`` whose parameters this phase trains (only they get gradients).
+        loss: ``loss(batch, report) -> scalar``; ``report(name, tensor)`` logs without a host sync.
+        repeat: how many times per step (n_critic for D); each repeat draws a fresh real batch.
+        every: run only on steps divisible by this (lazy regularisation).
+    """
+
+    name: str
+    net: str
+    loss: LossFn
+    repeat: int = 1
+    every: int = 1
+
+
+class Recipe:
+    """Base class of a model family. Subclasses set ``name``, ``Config`` and implement the hooks."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    Config: ClassVar[type]
+    # Named settings that reproduce a paper or a documented run; keys are "model.x", "train.x", "data.x".
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Data kinds this family can model.
+    supports: ClassVar[tuple[str, ...]] = ("image", "vector")
+    # True when G and D take class labels (cGAN, ACGAN, ...); the loop then feeds labels to sampling.
+    conditional: ClassVar[bool] = False
+
+    def __init__(self, config: Any, spec: DataSpec) -> None:
+        self.config = config
+        self.spec = spec
+        self.nets: dict[str, nn.Module] = {}
+
+    # --- hooks -----------------------------------------------------------------------------
+    def phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """One optimiser per trained net, keyed like ``nets``."""
+        raise NotImplementedError
+
+    def latent(self, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None):
+        """Draw n latent vectors (on the CPU when a generator is given, for reproducible fixed noise)."""
+        z = torch.randn(n, self.config.z_dim, generator=generator, device="cpu" if generator else device)
+        return z.to(device)
+
+    def generate(self, G: nn.Module, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return G(z)
+
+    def discriminate(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """D's logits for x (used by plots such as the 1-D density figure)."""
+        return self.nets["D"](x).flatten()
+
+    # --- helpers ---------------------------------------------------------------------------
+    @property
+    def G(self) -> nn.Module:
+        return self.nets["G"]
+
+    @property
+    def D(self) -> nn.Module:
+        return self.nets["D"]
+
+    def to(self, device: torch.device | str, memory_format: torch.memory_format | None = None) -> Recipe:
+        for net in self.nets.values():
+            net.to(device)
+            if memory_format is not None:
+                net.to(memory_format=memory_format)
+        return self
+
+    def fake_batch(self, n: int, device: torch.device, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.generate(self.G, self.latent(n, device), y)
+
+
+MODELS: Registry[type[Recipe]] = Registry("model")
+
+
+def register_model(cls: type[Recipe]) -> type[Recipe]:
+    MODELS.add(cls.name, cls, cls.summary)
+    return cls
+
+
+def adam(params, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
+    # foreach keeps the update to a handful of kernels; it is PyTorch's default where supported.
+    return torch.optim.Adam(params, lr=lr, betas=betas, foreach=True)
+
+
+class TwoPlayerRecipe(Recipe):
+    """G against D on an adversarial loss: k D steps, then one G step (Goodfellow et al. 2014, Alg. 1).
+
+    Subclasses build ``nets["G"]`` and ``nets["D"]``; their config provides ``loss``, ``k``,
+    ``lr_g``, ``lr_d`` and ``betas``. Later families override ``d_step``/``g_step`` to add terms.
+    """
+
+    def __init__(self, config: Any, spec: DataSpec) -> None:
+        super().__init__(config, spec)
+        from ..objectives import get_loss
+
+        self.loss = get_loss(config.loss)
+
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c = self.config
+        return {
+            "G": adam(self.G.parameters(), c.lr_g, c.betas),
+            "D": adam(self.D.parameters(), c.lr_d, c.betas),
+        }
+
+    def phases(self) -> list[Phase]:
+        return [Phase("D", "D", self.d_step, repeat=self.config.k), Phase("G", "G", self.g_step)]
+
+    def d_step(self, batch: Batch, report: Report) -> torch.Tensor:
+        with torch.no_grad():  # D's phase needs no graph through G
+            fake = self.fake_batch(len(batch), batch.x.device, batch.y)
+        # Real and fake go through D separately, so batch-norm statistics are per source (DCGAN).
+        real_logits, fake_logits = self.D(batch.x).float(), self.D(fake).float()
+        loss = self.loss.d_loss(real_logits, fake_logits)
+        report("loss/D", loss)
+        report("D/real", torch.sigmoid(real_logits).mean())
+        report("D/fake", torch.sigmoid(fake_logits).mean())
+        return loss
+
+    def g_step(self, batch: Batch, report: Report) -> torch.Tensor:
+        fake = self.fake_batch(len(batch), batch.x.device, batch.y)
+        loss = self.loss.g_loss(self.D(fake).float())
+        report("loss/G", loss)
+        return loss

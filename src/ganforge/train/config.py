@@ -1,0 +1,205 @@
+"""The resolved configuration of a run: model + data + training settings.
+
+Layering, lowest to highest priority: each component's defaults, a named preset of the model
+(``--preset``), ``--set key=value`` overrides, explicit flags (``--steps``, ``--seed``, ...).
+The result is saved as ``config.json`` in the run folder and is all that is needed to rebuild the
+networks (``ganforge.load``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .. import __version__
+from ..config import fields_of, from_dict, parse_value, require, to_dict
+from ..data.base import DataConfig, DataSpec
+from ..errors import ConfigError
+from ..models import MODELS
+
+
+@dataclass
+class TrainConfig:
+    """How to train.
+
+    Args:
+        batch_size: real images per D step (and fakes per G step).
+        steps / kimg / minutes: budgets; training stops at the first one reached (defaults to
+            ``steps=5000`` when none is given).
+        seed: seeds weights, noise and data order; CPU runs are bitwise reproducible.
+        device: ``auto`` (CUDA if present), ``cpu``, ``cuda``, ``cuda:N``.
+        precision: ``auto`` (bf16 where the hardware has it), ``fp32``, ``bf16``, ``fp16`` (CUDA).
+        threads: CPU threads for torch (None: torch's default, one per core).
+        channels_last: store image tensors and conv weights NHWC, the layout oneDNN and cuDNN
+            convolutions run fastest in (same maths, different memory order).
+        ema: keep an exponential moving average of G for sampling; ``ema_kimg`` is its half-life in
+            thousands of images and ``ema_rampup`` limits it early in training (None: off).
+        log_every / sample_every / checkpoint_every: in steps; 0 disables sample grids/checkpoints
+            during training (a final one is always written).
+        keep_checkpoints: how many recent checkpoints to keep.
+        n_samples: images in each fixed-noise sample grid.
+        tensorboard: also write TensorBoard events to ``tb/``.
+    """
+
+    batch_size: int = 64
+    steps: int | None = None
+    kimg: float | None = None
+    minutes: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    threads: int | None = None
+    channels_last: bool = True
+    ema: bool = True
+    ema_kimg: float = 10.0
+    ema_rampup: float | None = 0.05
+    log_every: int = 50
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    n_samples: int = 64
+    tensorboard: bool = True
+
+    def validate(self) -> None:
+        require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.steps is None or self.steps >= 0, "train.steps", f"must be >= 0, got {self.steps}")
+        require(self.kimg is None or self.kimg > 0, "train.kimg", f"must be > 0, got {self.kimg}")
+        require(self.minutes is None or self.minutes > 0, "train.minutes", f"must be > 0, got {self.minutes}")
+        require(self.threads is None or self.threads >= 1, "train.threads", "must be >= 1")
+        require(self.ema_kimg > 0, "train.ema_kimg", f"must be > 0, got {self.ema_kimg}")
+        require(self.log_every >= 1, "train.log_every", f"must be >= 1, got {self.log_every}")
+        require(self.sample_every >= 0, "train.sample_every", "must be >= 0")
+        require(self.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0")
+        require(self.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
+        require(1 <= self.n_samples <= 1024, "train.n_samples", "must be in 1..1024")
+
+    @property
+    def budget_steps(self) -> int | None:
+        if self.steps is None and self.kimg is None and self.minutes is None:
+            return 5000
+        return self.steps
+
+
+SECTIONS = ("model", "data", "train")
+
+
+@dataclass
+class RunConfig:
+    model_name: str
+    model: Any
+    data: DataConfig
+    train: TrainConfig
+    spec: DataSpec | None = None  # filled once the data is loaded
+    command: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = to_dict(self.data)
+        if self.spec is not None:
+            data["spec"] = self.spec.to_dict()
+        return {
+            "ganforge_version": __version__,
+            "command": self.command,
+            "model": {"name": self.model_name, **to_dict(self.model)},
+            "data": data,
+            "train": to_dict(self.train),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        if not isinstance(d, dict) or not all(isinstance(d.get(s), dict) for s in SECTIONS):
+            raise ConfigError("config.json must hold 'model', 'data' and 'train' objects; re-create the run")
+        model = dict(d["model"])
+        name = model.pop("name", None)
+        if not isinstance(name, str):
+            raise ConfigError("config.json: model.name is missing or not a string")
+        recipe = MODELS.get(name)
+        data = dict(d["data"])
+        spec = data.pop("spec", None)
+        return cls(
+            model_name=name,
+            model=from_dict(recipe.Config, model, "model"),
+            data=from_dict(DataConfig, data, "data"),
+            train=from_dict(TrainConfig, dict(d["train"]), "train"),
+            spec=DataSpec.from_dict(spec) if spec is not None else None,
+            command=str(d.get("command", "")),
+        )
+
+
+def section_schemas(model_name: str) -> dict[str, dict[str, Any]]:
+    return {
+        "model": fields_of(MODELS.get(model_name).Config),
+        "data": fields_of(DataConfig),
+        "train": fields_of(TrainConfig),
+    }
+
+
+def resolve_key(model_name: str, key: str) -> tuple[str, str]:
+    """'lr_d' -> ('model', 'lr_d'); 'train.seed' -> ('train', 'seed'); errors name valid keys."""
+    schemas = section_schemas(model_name)
+    if "." in key:
+        section, _, name = key.partition(".")
+        if section not in schemas:
+            raise ConfigError(f"unknown config section {section!r} in {key!r}; use model., data. or train.")
+        if name not in schemas[section]:
+            hint = difflib.get_close_matches(name, schemas[section], n=1)
+            did = f" (did you mean {section}.{hint[0]}?)" if hint else ""
+            raise ConfigError(
+                f"unknown config key {key!r}{did}; valid {section} keys: {', '.join(sorted(schemas[section]))}"
+            )
+        return section, name
+    hits = [s for s in SECTIONS if key in schemas[s]]
+    if len(hits) == 1:
+        return hits[0], key
+    if len(hits) > 1:
+        raise ConfigError(f"config key {key!r} exists in {' and '.join(hits)}; write e.g. {hits[0]}.{key}")
+    everything = [f"{s}.{k}" for s in SECTIONS for k in schemas[s]]
+    hint = difflib.get_close_matches(key, [e.split(".", 1)[1] for e in everything], n=1)
+    did = f" (did you mean {hint[0]!r}?)" if hint else ""
+    raise ConfigError(
+        f"unknown config key {key!r}{did}; `ganforge train {model_name} --dry-run` lists all keys"
+    )
+
+
+def parse_sets(items: list[str]) -> list[tuple[str, Any]]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out.append((key.strip(), parse_value(value)))
+    return out
+
+
+def build_config(
+    model_name: str,
+    data_name: str,
+    preset: str | None = None,
+    overrides: list[tuple[str, Any]] | None = None,
+    command: str = "",
+) -> RunConfig:
+    """Resolve a run's config from defaults, preset and overrides, validating everything up front."""
+    recipe = MODELS.get(model_name)
+    from ..data import check_name
+
+    check_name(data_name)
+    layers: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    if preset is not None:
+        if preset not in recipe.presets:
+            valid = ", ".join(sorted(recipe.presets)) or "none"
+            raise ConfigError(f"unknown preset {preset!r} for {model_name}; valid: {valid}")
+        for key, value in recipe.presets[preset].items():
+            section, name = resolve_key(model_name, key)
+            layers[section][name] = value
+    for key, value in overrides or []:
+        section, name = resolve_key(model_name, key)
+        layers[section][name] = value
+    layers["data"]["name"] = data_name
+    return RunConfig(
+        model_name=model_name,
+        model=from_dict(recipe.Config, layers["model"], "model"),
+        data=from_dict(DataConfig, layers["data"], "data"),
+        train=from_dict(TrainConfig, layers["train"], "train"),
+        command=command,
+    )

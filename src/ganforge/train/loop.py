@@ -1,0 +1,372 @@
+"""The training loop: one readable function body that runs a recipe's phases.
+
+Each step runs the recipe's phases in order (D repeated k times, then G, ...). Around that core the
+loop handles, on its own schedule and never per step: logging (one host sync per ``log_every``),
+fixed-noise sample grids, atomic checkpoints, the EMA generator, budgets and exact resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+
+from ..data import BatchSampler, InMemoryDataset, load_dataset
+from ..errors import CheckpointError, ConfigError, DivergenceError
+from ..models import MODELS, Recipe
+from . import checkpoint as ckpt
+from .config import RunConfig
+from .ema import EMA
+from .precision import autocast, make_scaler, resolve_device, resolve_precision
+from .stats import Stats
+
+FIXED_NOISE_OFFSET = 1_000_003  # fixed sample noise never shares a stream with training noise
+
+
+def prepare_out_dir(out: Path, overwrite: bool) -> Path:
+    """Never write into an existing run by accident: overwrite only when asked, else number the name."""
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            if not (out / "config.json").is_file():
+                raise ConfigError(f"{out} exists and is not a ganforge run folder; refusing to delete it")
+            shutil.rmtree(out)
+        else:
+            i = 1
+            while (out.parent / f"{out.name}-{i}").exists():
+                i += 1
+            out = out.parent / f"{out.name}-{i}"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+class Training:
+    """State of one run; ``run()`` is the loop."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, data: InMemoryDataset | None = None) -> None:
+        t = cfg.train
+        self.cfg, self.dir = cfg, run_dir
+        if t.threads is not None:
+            torch.set_num_threads(t.threads)
+        self.device = resolve_device(t.device)
+        self.precision = resolve_precision(t.precision, self.device)
+        torch.manual_seed(t.seed)
+
+        self.data = (data if data is not None else load_dataset(cfg.data)).to(self.device)
+        cfg.spec = self.data.spec
+        recipe_cls = MODELS.get(cfg.model_name)
+        if self.data.spec.kind not in recipe_cls.supports:
+            raise ConfigError(
+                f"model {cfg.model_name!r} does not support {self.data.spec.kind} data ({cfg.data.name}); "
+                f"it supports: {', '.join(recipe_cls.supports)}"
+            )
+        fmt = torch.channels_last if t.channels_last and self.data.spec.kind == "image" else None
+        self.recipe: Recipe = recipe_cls(cfg.model, self.data.spec).to(self.device, memory_format=fmt)
+        if fmt is not None:
+            self.data.x = self.data.x.contiguous(memory_format=fmt)
+        self.opts = self.recipe.make_optimizers()
+        self.scalers = {k: make_scaler(self.device, self.precision) for k in self.opts}
+        self.phases = self.recipe.phases()
+        self.ema = EMA(self.recipe.G, t.ema_kimg, t.ema_rampup) if t.ema else None
+        self.sampler = BatchSampler(self.data, t.batch_size, t.seed)
+        self.stats = Stats()
+
+        g = torch.Generator().manual_seed(t.seed + FIXED_NOISE_OFFSET)
+        self.fixed_z = self.recipe.latent(t.n_samples, self.device, generator=g)
+        k = self.data.spec.num_classes
+        self.fixed_y = (
+            (torch.arange(t.n_samples) % k).to(self.device) if self.recipe.conditional and k else None
+        )
+        self.step = 0
+        self.images_seen = 0
+        self.elapsed = 0.0  # training seconds over all segments of a resumed run
+
+    # --- the loop ------------------------------------------------------------------------------
+    def run(self, progress: bool = True, stream: TextIO | None = None) -> dict[str, Any]:
+        t = self.cfg.train
+        budget_steps = t.budget_steps
+        budget_images = None if t.kimg is None else int(t.kimg * 1000)
+        budget_seconds = None if t.minutes is None else t.minutes * 60
+        total = budget_steps
+        if budget_images is not None:
+            by_images = math.ceil(budget_images / t.batch_size)
+            total = by_images if total is None else min(total, by_images)
+        bar = _progress_bar(total, self.step, progress, stream)
+        writer = _tensorboard(self.dir / "tb") if t.tensorboard else None
+
+        stopped_by = "steps"
+        t_start = time.perf_counter() - self.elapsed
+        t_log, images_at_log = time.perf_counter(), self.images_seen
+        if self.step == 0:
+            self.snapshot()
+        try:
+            while True:
+                if budget_steps is not None and self.step >= budget_steps:
+                    stopped_by = "steps"
+                    break
+                if budget_images is not None and self.images_seen >= budget_images:
+                    stopped_by = "kimg"
+                    break
+                if budget_seconds is not None and time.perf_counter() - t_start >= budget_seconds:
+                    stopped_by = "minutes"
+                    break
+
+                for phase in self.phases:
+                    if self.step % phase.every:
+                        continue
+                    for name, net in self.recipe.nets.items():  # only this phase's net needs gradients
+                        net.requires_grad_(name == phase.net)
+                    opt, scaler = self.opts[phase.net], self.scalers[phase.net]
+                    for _ in range(phase.repeat):
+                        batch = self.sampler.next()
+                        with autocast(self.device, self.precision):
+                            loss = phase.loss(batch, self.stats)
+                        opt.zero_grad(set_to_none=True)
+                        if scaler is None:
+                            loss.backward()
+                            opt.step()
+                        else:
+                            scaler.scale(loss).backward()
+                            scaler.step(opt)
+                            scaler.update()
+                self.step += 1
+                self.images_seen += t.batch_size
+                if self.ema is not None:
+                    self.ema.update(self.recipe.G, t.batch_size, self.images_seen)
+
+                if self.step % t.log_every == 0:
+                    now = time.perf_counter()
+                    rate = (self.images_seen - images_at_log) / max(now - t_log, 1e-9)
+                    self.elapsed = now - t_start
+                    self.log(rate, bar, writer)
+                    t_log, images_at_log = time.perf_counter(), self.images_seen
+                if t.sample_every and self.step % t.sample_every == 0:
+                    self.snapshot()
+                if t.checkpoint_every and self.step % t.checkpoint_every == 0:
+                    self.save()
+                bar.update(1)
+        except KeyboardInterrupt:
+            stopped_by = "interrupt"
+        finally:
+            bar.close()
+
+        self.elapsed = time.perf_counter() - t_start
+        if self.step % t.log_every:
+            rate = (self.images_seen - images_at_log) / max(time.perf_counter() - t_log, 1e-9)
+            self.log(rate, None, writer)
+        if writer is not None:
+            writer.close()
+        self.snapshot(final=True)
+        if not ckpt.checkpoint_paths(self.dir / "checkpoints", self.step)[1].exists():
+            self.save()
+        summary = {
+            "steps": self.step,
+            "kimg": round(self.images_seen / 1000, 3),
+            "wall_s": round(self.elapsed, 2),
+            "img_per_s": round(self.images_seen / max(self.elapsed, 1e-9), 1),
+            "device": str(self.device),
+            "precision": self.precision,
+            "threads": torch.get_num_threads(),
+            "finished": stopped_by != "interrupt",
+            "stopped_by": stopped_by,
+        }
+        ckpt.write_json_atomic(self.dir / "summary.json", summary)
+        self.finalize()
+        if stopped_by == "interrupt":
+            raise KeyboardInterrupt
+        return summary
+
+    # --- logging -------------------------------------------------------------------------------
+    def log(self, rate: float, bar: Any, writer: Any) -> None:
+        values = self.stats.flush()  # the one host sync of this logging period
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            last = ckpt.latest_checkpoint(self.dir / "checkpoints")
+            losses = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+            keep = f"last good checkpoint: {last.name}" if last else "no checkpoint was written yet"
+            raise DivergenceError(
+                f"training diverged by step {self.step} ({losses}); {keep}; try a lower learning rate "
+                f"(--set lr_g=... lr_d=...) or --set precision=fp32"
+            )
+        row = {
+            "step": self.step,
+            "kimg": round(self.images_seen / 1000, 3),
+            "time_s": round(self.elapsed, 2),
+            "img_per_s": round(rate, 1),
+            **{k: round(v, 6) for k, v in values.items()},
+        }
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if writer is not None:
+            for k, v in row.items():
+                if k != "step":
+                    writer.add_scalar(k, v, self.step)
+        if bar is not None:
+            shown = " ".join(
+                f"{k.split('/')[-1] if k.startswith('loss/') else k}={v:.3f}"
+                for k, v in values.items()
+                if k.startswith("loss/")
+            )
+            bar.set_postfix_str(f"{rate:.0f} img/s {shown}", refresh=False)
+
+    # --- samples -------------------------------------------------------------------------------
+    def sample_net(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.recipe.G
+
+    @torch.no_grad()
+    def snapshot(self, final: bool = False) -> None:
+        """Fixed-noise samples (image grid, or a point cloud + D's view for vector data)."""
+        from . import artifacts
+
+        G = self.sample_net()
+        was_training = G.training
+        G.eval()
+        x = self.recipe.generate(G, self.fixed_z, self.fixed_y).float()
+        G.train(was_training)
+        samples = self.dir / "samples"
+        name = "final" if final else f"step_{self.step:08d}"
+        if self.data.spec.kind == "image":
+            artifacts.save_image_grid(x.cpu(), samples / f"{name}.png")
+            if final:
+                artifacts.save_image_grid(x.cpu(), samples / f"step_{self.step:08d}.png")
+            return
+        # Vector data: more points than a grid needs, from a stream independent of training.
+        g = torch.Generator().manual_seed(self.cfg.train.seed + FIXED_NOISE_OFFSET + 1)
+        z = self.recipe.latent(2000, self.device, generator=g)
+        G.eval()
+        fake = self.recipe.generate(G, z).float().cpu().numpy()
+        G.train(was_training)
+        idx = torch.randperm(len(self.data), generator=g)[:2000]
+        real = self.data.x[idx.to(self.data.x.device)].float().cpu().numpy()
+        snap: dict[str, np.ndarray] = {"step": np.array(self.step), "real": real, "fake": fake}
+        if self.data.spec.shape == (1,):
+            lo, hi = float(min(real.min(), fake.min())) - 1, float(max(real.max(), fake.max())) + 1
+            xs = torch.linspace(lo, hi, 400, device=self.device).view(-1, 1)
+            D = self.recipe.D
+            was = D.training
+            D.eval()
+            d = torch.sigmoid(self.recipe.discriminate(xs).float()).cpu().numpy()
+            D.train(was)
+            snap.update(xs=xs.flatten().cpu().numpy(), d=d)
+        samples.mkdir(parents=True, exist_ok=True)
+        np.savez(samples / f"step_{self.step:08d}.npz", **snap)
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def save(self) -> Path:
+        tensors: dict[str, torch.Tensor] = {}
+        for name, net in self.recipe.nets.items():
+            tensors.update(ckpt.module_tensors(name, net))
+        if self.ema is not None:
+            tensors.update(ckpt.module_tensors("G_ema", self.ema.module))
+        optimizers = {}
+        for name, opt in self.opts.items():
+            t, meta = ckpt.optimizer_state(f"opt.{name}", opt)
+            tensors.update(t)
+            optimizers[name] = meta
+        tensors.update({f"sampler.{k}": v for k, v in self.sampler.state_dict().items()})
+        rng = {"torch": ckpt.encode_bytes(torch.get_rng_state())}
+        if self.device.type == "cuda":
+            rng["cuda"] = ckpt.encode_bytes(torch.cuda.get_rng_state(self.device))
+        meta = {
+            "images_seen": self.images_seen,
+            "elapsed_s": self.elapsed,
+            "config": self.cfg.to_dict(),
+            "optimizers": optimizers,
+            "scalers": {k: s.state_dict() for k, s in self.scalers.items() if s is not None},
+            "rng": rng,
+        }
+        path = ckpt.save_checkpoint(self.dir / "checkpoints", self.step, tensors, meta)
+        ckpt.prune_checkpoints(self.dir / "checkpoints", self.cfg.train.keep_checkpoints)
+        return path
+
+    def restore(self, json_path: Path) -> None:
+        tensors, record = ckpt.load_checkpoint(json_path)
+        where = json_path.name
+        for name, net in self.recipe.nets.items():
+            ckpt.load_module(name, net, tensors, where)
+        if self.ema is not None:
+            ckpt.load_module("G_ema", self.ema.module, tensors, where)
+        for name, opt in self.opts.items():
+            meta = record.get("optimizers", {}).get(name)
+            if meta is None:
+                raise CheckpointError(f"{where}: no optimiser state for {name}")
+            ckpt.load_optimizer(f"opt.{name}", opt, tensors, meta, where)
+        for name, state in record.get("scalers", {}).items():
+            if self.scalers.get(name) is not None:
+                self.scalers[name].load_state_dict(state)
+        self.sampler.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("sampler.")})
+        try:
+            torch.set_rng_state(ckpt.decode_bytes(record["rng"]["torch"]))
+            if self.device.type == "cuda" and "cuda" in record["rng"]:
+                torch.cuda.set_rng_state(ckpt.decode_bytes(record["rng"]["cuda"]), self.device)
+            self.step = int(record["step"])
+            self.images_seen = int(record["images_seen"])
+            self.elapsed = float(record["elapsed_s"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{where}: counters or RNG state are malformed ({e})") from e
+        _truncate_metrics(self.dir / "metrics.jsonl", self.step)
+
+    def finalize(self) -> None:
+        from . import artifacts
+
+        samples = self.dir / "samples"
+        if self.data.spec.kind == "vector":
+            snaps = [dict(np.load(p, allow_pickle=False)) for p in sorted(samples.glob("step_*.npz"))]
+            for s in snaps:
+                s["step"] = int(s["step"])
+            meta = self.data.spec.meta
+            if self.data.spec.shape == (1,):
+                artifacts.plot_density_1d(
+                    snaps,
+                    self.dir / "plots" / "density.png",
+                    real_mean=meta.get("mean"),
+                    real_std=meta.get("std"),
+                )
+            elif self.data.spec.shape == (2,):
+                artifacts.plot_points_2d(
+                    snaps, self.dir / "plots" / "points.png", centres=meta.get("centres")
+                )
+        artifacts.finalize_artifacts(self.dir)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be written again)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+    with ckpt.atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in keep))
+
+
+def _progress_bar(total: int | None, initial: int, enabled: bool, stream: TextIO | None):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="step",
+        disable=not enabled,
+        file=stream or sys.stderr,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
+
+
+def _tensorboard(path: Path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tensorboard's import-time deprecation chatter
+        from torch.utils.tensorboard import SummaryWriter
+    return SummaryWriter(str(path))
