@@ -2,6 +2,9 @@
 # Each creates .venv and installs on first use. torch is pinned here (not in pyproject) so a CPU
 # machine gets the 2.13.0 CPU wheel and a GPU machine the matching CUDA build, never a surprise upgrade.
 PY      ?= python3
+# Extra flags for the demo (e.g. DEMO_FLAGS="--steps 100") and pytest (PYTEST_ARGS="-k data").
+DEMO_FLAGS  ?=
+PYTEST_ARGS ?=
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
@@ -19,11 +22,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ganforge train dcgan --data mnist5k --preset demo --out runs/demo --overwrite
+	$(BIN)/ganforge train dcgan --data mnist5k --preset demo --out runs/demo --overwrite $(DEMO_FLAGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

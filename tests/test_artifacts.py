@@ -1,4 +1,4 @@
-"""Tests for ganforge.train.artifacts: grids, GIFs, metric files, plots and the HTML report."""
+"""Tests for ganforge.training.artifacts: grids, GIFs, metric files, plots and the HTML report."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from ganforge.errors import CheckpointError
-from ganforge.train import artifacts
-from ganforge.train.artifacts import (
+from ganforge.training import artifacts
+from ganforge.training.artifacts import (
     finalize_artifacts,
     make_grid,
     plot_density_1d,

@@ -11,8 +11,8 @@ import torch
 
 from .errors import CheckpointError, ConfigError
 from .models import MODELS, Recipe
-from .train import checkpoint as ckpt
-from .train.config import SECTIONS, RunConfig, build_config, resolve_key
+from .training import checkpoint as ckpt
+from .training.config import SECTIONS, RunConfig, build_config, resolve_key
 
 
 def _read_config(run_dir: Path) -> RunConfig:
@@ -51,7 +51,7 @@ def train(
     (True or "auto"), ``out`` must be an existing run: it continues from its latest checkpoint with
     its saved config; only ``train.*`` settings (budgets, logging) may be changed.
     """
-    from .train.loop import Training, prepare_out_dir
+    from .training.loop import Training, prepare_out_dir
 
     items = list(overrides.items()) if isinstance(overrides, dict) else list(overrides or [])
     flags = {"steps": steps, "kimg": kimg, "minutes": minutes, "seed": seed}

@@ -87,7 +87,7 @@ def _resume_arg(value: str) -> str:
 
 def cmd_train(a: argparse.Namespace) -> int:
     from . import api
-    from .train.config import parse_sets
+    from .training.config import parse_sets
 
     overrides = parse_sets(a.set)
     if a.checkpoint_every is not None:
@@ -135,7 +135,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_sample(a: argparse.Namespace) -> int:
     from . import api
-    from .train.artifacts import save_image_grid
+    from .training.artifacts import save_image_grid
 
     model = api.load(a.run, checkpoint=a.checkpoint, ema=not a.no_ema)
     x = model.sample(a.n, seed=a.seed)

@@ -2,7 +2,7 @@
 
 A *recipe* owns G, D, their objectives and the phase schedule; the networks themselves are plain
 ``nn.Module``s that know nothing about losses (Lightning's model/system split). The training loop
-(`ganforge.train.loop`) is generic: it runs ``recipe.phases()`` in order each step.
+(`ganforge.training.loop`) is generic: it runs ``recipe.phases()`` in order each step.
 
 Tensor contract: ``recipe.generate(G, z, y) -> (N, *spec.shape)``; for image data that is NCHW
 float in [-1, 1] (tanh output), for vector data unbounded floats.

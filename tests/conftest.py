@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny real configs, so tests exercise the real classes quickly on 2 CPU cores."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Small, fixed thread count: deterministic and fair to a 2-core CI machine.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Tiny settings per model for tests: (data name, overrides).
+TINY = {
+    "gan": ("gauss1d", {"model.g_hidden": [16, 16], "model.d_hidden": [16, 16], "train.batch_size": 32}),
+    "dcgan": (
+        "mnist5k",
+        {
+            "data.resolution": 16,
+            "data.limit": 256,
+            "model.ngf": 8,
+            "model.ndf": 8,
+            "model.z_dim": 16,
+            "train.batch_size": 16,
+        },
+    ),
+}
+
+QUIET = {"train.tensorboard": False, "train.log_every": 2, "train.sample_every": 0, "train.threads": 1}
+
+
+@pytest.fixture
+def tiny_overrides():
+    def make(model: str, **extra):
+        data, over = TINY[model]
+        merged = {**over, **QUIET, **extra}
+        return data, list(merged.items())
+
+    return make

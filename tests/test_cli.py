@@ -1,0 +1,142 @@
+"""The command line end to end, including what users see when they get something wrong."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ganforge.cli import main
+
+from .conftest import QUIET, TINY
+
+
+def sets(model: str) -> list[str]:
+    _, over = TINY[model]
+    out = []
+    for k, v in {**over, **QUIET}.items():
+        out += ["--set", f"{k}={json.dumps(v) if isinstance(v, list) else v}"]
+    return out
+
+
+def test_models_and_datasets_list(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "dcgan" in out and "gan " in out and "Radford" in out
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    for name in ["mnist5k", "digits", "gauss1d", "ring8", "grid25", "folder:PATH", "mnist", "cifar10"]:
+        assert name in out
+
+
+def test_train_then_sample_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "dcgan",
+            "--data",
+            "mnist5k",
+            "--steps",
+            "4",
+            "--out",
+            str(out),
+            "--no-progress",
+            *sets("dcgan"),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "final samples" in printed and "report" in printed
+    grid = tmp_path / "grid.png"
+    assert main(["sample", str(out), "--n", "9", "--seed", "1", "--out", str(grid)]) == 0
+    from PIL import Image
+
+    assert Image.open(grid).size[0] >= 256
+    # Resume to a larger budget through the CLI.
+    assert (
+        main(
+            [
+                "train",
+                "dcgan",
+                "--data",
+                "mnist5k",
+                "--out",
+                str(out),
+                "--resume",
+                "--steps",
+                "6",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((out / "summary.json").read_text())["steps"] == 6
+
+
+def test_dry_run_prints_resolved_config(capsys):
+    assert main(["train", "dcgan", "--preset", "demo", "--set", "lr_d=1e-4", "--seed", "7", "--dry-run"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["model"]["lr_d"] == 1e-4 and cfg["model"]["ngf"] == 32
+    assert cfg["data"]["resolution"] == 32 and cfg["train"]["seed"] == 7 and cfg["train"]["steps"] == 6000
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", "nosuchgan"], "unknown model 'nosuchgan'"),
+        (["train", "dcgan", "--data", "nosuchdata"], "unknown dataset 'nosuchdata'"),
+        (["train", "dcgan", "--set", "lr_dd=1"], "unknown config key 'lr_dd' (did you mean 'lr_d'?)"),
+        (["train", "dcgan", "--set", "batch_size=abc"], "'train.batch_size': got 'abc', expected an integer"),
+        (["train", "dcgan", "--set", "lr_g=-1"], "'model.lr_g' must be > 0"),
+        (["train", "dcgan", "--set", "batch_size=0"], "'train.batch_size' must be >= 1"),
+        (["train", "dcgan", "--set", "precision=fp8"], "expected one of 'auto', 'fp32', 'bf16', 'fp16'"),
+        (["train", "dcgan", "--set", "oops"], "--set expects key=value"),
+        (["train", "dcgan", "--preset", "nope"], "unknown preset 'nope' for dcgan; valid: demo"),
+        (["train", "dcgan", "--data", "folder"], "needs an argument"),
+        (["sample", "/nonexistent/run"], "run folder /nonexistent/run does not exist"),
+    ],
+)
+def test_bad_input_gives_one_line_error(argv, expected, capsys):
+    assert main([*argv, "--dry-run"] if argv[0] == "train" else argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_bad_data_fails_before_training(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (
+        main(["train", "dcgan", "--data", f"folder:{empty}", "--out", str(tmp_path / "r"), "--steps", "1"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert str(empty) in err and "Traceback" not in err
+    assert (
+        main(
+            [
+                "train",
+                "dcgan",
+                "--data",
+                "mnist5k",
+                "--steps",
+                "1",
+                "--out",
+                str(tmp_path / "r2"),
+                "--set",
+                "data.resolution=7",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
+    assert "data.resolution=32" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs():
+    out = subprocess.run(
+        [sys.executable, "-m", "ganforge", "models"], capture_output=True, text=True, check=True
+    )
+    assert "dcgan" in out.stdout

@@ -1,0 +1,74 @@
+"""Typed config: parsing of --set values, unknown keys, wrong types, presets, JSON round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from ganforge.config import coerce, parse_value
+from ganforge.errors import ConfigError
+from ganforge.training.config import RunConfig, build_config, parse_sets, resolve_key
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("3", 3),
+        ("1e-4", 1e-4),
+        ("true", True),
+        ("False", False),
+        ("none", None),
+        ("abc", "abc"),
+        ("0.5,0.999", [0.5, 0.999]),
+        ("[64, 128]", [64, 128]),
+        ("folder:/x", "folder:/x"),
+    ],
+)
+def test_parse_value(text, value):
+    assert parse_value(text) == value
+
+
+def test_coerce_types():
+    from typing import Literal
+
+    assert coerce(3, float, "k") == 3.0 and isinstance(coerce(3, float, "k"), float)
+    assert coerce(4.0, int, "k") == 4
+    assert coerce([1, 2], tuple[int, ...], "k") == (1, 2)
+    assert coerce([0.5, 0.9], tuple[float, float], "k") == (0.5, 0.9)
+    assert coerce(None, int | None, "k") is None
+    assert coerce([32, 48], int | tuple[int, int] | None, "k") == (32, 48)
+    for bad, tp in [(True, int), ("1", int), (1.5, int), ([1], tuple[float, float]), ("x", Literal["a"])]:
+        with pytest.raises(ConfigError, match="'k'"):
+            coerce(bad, tp, "k")
+
+
+def test_resolve_key_sections():
+    assert resolve_key("dcgan", "lr_d") == ("model", "lr_d")
+    assert resolve_key("dcgan", "batch_size") == ("train", "batch_size")
+    assert resolve_key("dcgan", "data.resolution") == ("data", "resolution")
+    with pytest.raises(ConfigError, match="unknown config section"):
+        resolve_key("dcgan", "nope.x")
+    with pytest.raises(ConfigError, match="did you mean train.seed"):
+        resolve_key("dcgan", "train.sed")
+
+
+def test_layers_preset_then_overrides():
+    cfg = build_config("dcgan", "mnist5k", preset="demo", overrides=parse_sets(["ngf=16", "train.steps=10"]))
+    assert cfg.model.ngf == 16 and cfg.model.ndf == 32 and cfg.train.steps == 10 and cfg.data.resolution == 32
+
+
+def test_run_config_json_round_trip():
+    cfg = build_config("dcgan", "mnist5k", overrides=parse_sets(["betas=0.0,0.9", "data.resolution=[32,48]"]))
+    again = RunConfig.from_dict(cfg.to_dict())
+    assert again.model == cfg.model and again.data == cfg.data and again.train == cfg.train
+    assert again.model.betas == (0.0, 0.9) and again.data.size == (32, 48)
+
+
+def test_config_json_with_unexpected_types_is_refused():
+    d = build_config("gan", "gauss1d").to_dict()
+    d["model"]["z_dim"] = "sixteen"
+    with pytest.raises(ConfigError, match="model.z_dim"):
+        RunConfig.from_dict(d)
+    d = build_config("gan", "gauss1d").to_dict()
+    d["train"]["surprise"] = 1
+    with pytest.raises(ConfigError, match="surprise"):
+        RunConfig.from_dict(d)

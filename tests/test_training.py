@@ -1,0 +1,122 @@
+"""The loop: determinism, exact resume, budgets, EMA, run-folder contents, 1-D convergence."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import ganforge
+from ganforge.training import checkpoint as ckpt
+
+
+def final_tensors(run_dir):
+    path = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    return load_file(str(path.with_suffix(".safetensors")))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_equals_straight_run(tmp_path, tiny_overrides, precision):
+    """N steps straight == N/2 steps, stop, resume, N/2 steps; bitwise on CPU."""
+    data, over = tiny_overrides("dcgan", **{"train.precision": precision})
+    straight = ganforge.train("dcgan", data, out=tmp_path / "a", steps=8, overrides=over, progress=False)
+    half = ganforge.train("dcgan", data, out=tmp_path / "b", steps=4, overrides=over, progress=False)
+    resumed = ganforge.train("dcgan", data, out=half, steps=8, resume=True, progress=False)
+    a, b = final_tensors(straight), final_tensors(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs between straight and resumed runs"
+    # The log has each step once, in order, even though steps 1-4 were logged before the stop.
+    steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 8
+
+
+def test_same_seed_same_weights_different_seed_different(tmp_path, tiny_overrides):
+    data, over = tiny_overrides("gan")
+    a = ganforge.train("gan", data, out=tmp_path / "a", steps=5, overrides=over, progress=False)
+    b = ganforge.train("gan", data, out=tmp_path / "b", steps=5, overrides=over, progress=False)
+    c = ganforge.train("gan", data, out=tmp_path / "c", steps=5, seed=1, overrides=over, progress=False)
+    ta, tb, tc = final_tensors(a), final_tensors(b), final_tensors(c)
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert not torch.equal(ta["G.body.0.weight"], tc["G.body.0.weight"])
+
+
+def test_run_folder_layout_and_sampling(tmp_path, tiny_overrides):
+    data, over = tiny_overrides("dcgan", **{"train.sample_every": 3, "train.checkpoint_every": 3})
+    run = ganforge.train("dcgan", data, out=tmp_path / "run", steps=6, overrides=over, progress=False)
+    for rel in [
+        "config.json",
+        "metrics.jsonl",
+        "summary.json",
+        "report.html",
+        "samples/final.png",
+        "samples/step_00000000.png",
+        "samples/step_00000003.png",
+        "samples/progress.gif",
+        "plots/losses.png",
+        "checkpoints/step_00000006.json",
+        "checkpoints/step_00000006.safetensors",
+    ]:
+        assert (run / rel).is_file(), rel
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["model"]["name"] == "dcgan" and cfg["data"]["spec"]["shape"] == [1, 16, 16]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["finished"] and summary["stopped_by"] == "steps"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6]
+    assert {"loss/D", "loss/G", "img_per_s", "kimg"} <= rows[-1].keys()
+
+    model = ganforge.load(run)
+    x1, x2 = model.sample(10, seed=3), model.sample(10, seed=3)
+    assert x1.shape == (10, 1, 16, 16) and torch.equal(x1, x2)
+    assert x1.min() >= -1 and x1.max() <= 1
+    assert not torch.equal(x1, model.sample(10, seed=4))
+
+
+def test_kimg_budget_and_existing_folder_is_not_overwritten(tmp_path, tiny_overrides):
+    data, over = tiny_overrides("gan")
+    first = ganforge.train("gan", data, out=tmp_path / "run", kimg=0.1, overrides=over, progress=False)
+    assert json.loads((first / "summary.json").read_text())["steps"] == 4  # ceil(100 / 32)
+    second = ganforge.train("gan", data, out=tmp_path / "run", steps=1, overrides=over, progress=False)
+    assert second == tmp_path / "run-1" and (first / "checkpoints" / "step_00000004.json").exists()
+
+
+def test_ema_follows_the_generator():
+    from ganforge.training.ema import EMA
+
+    net = torch.nn.Linear(2, 2)
+    ema = EMA(net, half_life_kimg=0.001, rampup=None)  # half-life of one batch of 1 image
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    before = ema.module.weight.clone()
+    ema.update(net, batch_size=1, images_seen=1)
+    assert torch.allclose(ema.module.weight, 0.5 * before + 0.5)
+
+
+def test_gauss1d_demo_converges(tmp_path):
+    """The classic 1-D demo: G's samples match N(3, 0.5) within 0.2 in mean and std."""
+    run = ganforge.train(
+        "gan",
+        "gauss1d",
+        out=tmp_path / "g",
+        steps=1500,
+        progress=False,
+        overrides={"train.tensorboard": False, "train.sample_every": 500, "train.batch_size": 64},
+    )
+    x = ganforge.load(run).sample(5000, seed=0).flatten()
+    assert abs(x.mean().item() - 3.0) < 0.2, x.mean()
+    assert abs(x.std().item() - 0.5) < 0.2, x.std()
+    assert (run / "plots" / "density.png").is_file()
+    snap = np.load(run / "samples" / "step_00001500.npz")
+    assert snap["d"].shape == snap["xs"].shape and snap["d"].min() >= 0 and snap["d"].max() <= 1
+
+
+def test_divergence_is_reported_with_step_and_losses(tmp_path, tiny_overrides):
+    from ganforge.errors import DivergenceError
+
+    data, over = tiny_overrides("gan", **{"model.lr_d": 1e30, "model.lr_g": 1e30, "train.precision": "fp32"})
+    with pytest.raises(DivergenceError, match=r"step \d+ .*loss/D="):
+        ganforge.train("gan", data, out=tmp_path / "x", steps=50, overrides=over, progress=False)
