@@ -25,12 +25,12 @@ demo: $(STAMP)
 	$(BIN)/ganforge train dcgan --data mnist5k --preset demo --out runs/demo --overwrite $(DEMO_FLAGS)
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests $(wildcard benchmarks)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests $(wildcard benchmarks)
+	$(BIN)/ruff format --check src tests $(wildcard benchmarks)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
