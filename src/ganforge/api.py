@@ -107,9 +107,16 @@ class LoadedModel:
     """A trained generator loaded from a run folder; needs no dataset."""
 
     def __init__(
-        self, recipe: Recipe, G: torch.nn.Module, config: RunConfig, step: int, device: torch.device
-    ):
+        self,
+        recipe: Recipe,
+        G: torch.nn.Module,
+        config: RunConfig,
+        step: int,
+        device: torch.device,
+        images_seen: int = 0,
+    ) -> None:
         self.recipe, self.G, self.config, self.step, self.device = recipe, G, config, step, device
+        self.images_seen = images_seen
 
     @property
     def spec(self):
@@ -155,6 +162,17 @@ def load(
     cfg = _read_config(run_dir)
     if cfg.spec is None:
         raise CheckpointError(f"{run_dir}/config.json has no data spec; the run never started training")
+    if checkpoint == "best":
+        best = run_dir / "checkpoints" / "best.json"
+        if not best.is_file():
+            raise CheckpointError(
+                f"{run_dir} has no best checkpoint; train with --set eval_every=N to track one"
+            )
+        try:
+            step = int(json.loads(best.read_text())["step"])
+        except (ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{best} is malformed ({e})") from e
+        checkpoint = ckpt.checkpoint_paths(run_dir / "checkpoints", step)[1]
     json_path = Path(checkpoint) if checkpoint else ckpt.latest_checkpoint(run_dir / "checkpoints")
     if json_path is None:
         raise CheckpointError(
@@ -169,7 +187,7 @@ def load(
     dev = torch.device(device)
     G = recipe.G.to(dev).eval().requires_grad_(False)
     recipe.nets["G"] = G
-    return LoadedModel(recipe, G, cfg, record["step"], dev)
+    return LoadedModel(recipe, G, cfg, record["step"], dev, int(record.get("images_seen", 0)))
 
 
 __all__ = ["SECTIONS", "LoadedModel", "load", "train"]

@@ -74,6 +74,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", help="a specific checkpoint JSON (default: latest)")
     s.add_argument("--no-ema", action="store_true", help="use the raw generator, not its moving average")
 
+    e = sub.add_parser("eval", help="evaluate a trained run: FID, KID, IS, precision/recall, mode coverage")
+    e.add_argument("run", help="run folder")
+    e.add_argument("--metrics", default="fid,kid,is,pr", help="comma-separated: fid, kid, is, pr, modes")
+    e.add_argument("--n", type=int, default=5000, help="generated samples (default 5000)")
+    e.add_argument("--extractor", default="auto", help="domain, inception, identity or auto (default)")
+    e.add_argument(
+        "--split", default="all", help="real reference: all (default), train, holdout, half-a, half-b"
+    )
+    e.add_argument("--checkpoint", help="a checkpoint JSON, or 'best' (default: latest)")
+    e.add_argument("--seed", type=int, default=0)
+
+    c = sub.add_parser("classifier", help="domain classifiers used as feature extractors")
+    csub = c.add_subparsers(dest="classifier_cmd", metavar="ACTION", required=True)
+    ct = csub.add_parser("train", help="train (and cache) the domain classifier of a labelled dataset")
+    ct.add_argument("--data", default="mnist5k", help="labelled image dataset")
+    ct.add_argument("--resolution", type=int, help="image size the GANs you evaluate use (e.g. 32)")
+    ct.add_argument("--epochs", type=int, default=20)
+    ct.add_argument("--seed", type=int, default=0)
+
     sub.add_parser("models", help="list the model families")
     sub.add_parser("datasets", help="list the datasets")
     return p
@@ -148,6 +167,48 @@ def cmd_sample(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(a: argparse.Namespace) -> int:
+    from . import api
+    from .metrics.evaluate import evaluate, generator_sampler, parse_metrics, write_result
+    from .training.artifacts import finalize_artifacts
+
+    metrics = parse_metrics(a.metrics)
+    model = api.load(a.run, checkpoint=a.checkpoint)
+    cfg = model.config
+    sample = generator_sampler(model.recipe, model.G, model.device)
+    result = evaluate(
+        sample,
+        cfg.data,
+        model.spec,
+        metrics,
+        n=a.n,
+        extractor=a.extractor,
+        split=a.split,
+        seed=a.seed,
+        log=print,
+    )
+    kimg = round(model.images_seen / 1000, 3)
+    path = write_result(Path(a.run), model.step, kimg, result)
+    finalize_artifacts(a.run)
+    print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in result.items()}))
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_classifier(a: argparse.Namespace) -> int:
+    from .data import DataConfig
+    from .metrics.classifier import train_classifier
+
+    clf = train_classifier(DataConfig(name=a.data, resolution=a.resolution), epochs=a.epochs, seed=a.seed)
+    from .metrics.classifier import classifier_paths
+
+    print(
+        f"held-out accuracy {clf.info['holdout_accuracy']:.4f} on {clf.info['n_holdout']} images "
+        f"({clf.info['n_train']} for training); saved {classifier_paths(a.data, clf.shape)[1]}"
+    )
+    return 0
+
+
 def cmd_models(a: argparse.Namespace) -> int:
     from .models import MODELS
 
@@ -171,9 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd is None:
         parser.print_help()
         return 2
-    handler = {"train": cmd_train, "sample": cmd_sample, "models": cmd_models, "datasets": cmd_datasets}[
-        a.cmd
-    ]
+    handlers = {
+        "train": cmd_train,
+        "sample": cmd_sample,
+        "eval": cmd_eval,
+        "classifier": cmd_classifier,
+        "models": cmd_models,
+        "datasets": cmd_datasets,
+    }
+    handler = handlers[a.cmd]
     try:
         return handler(a)
     except GanforgeError as e:

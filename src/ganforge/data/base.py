@@ -27,7 +27,7 @@ class DataConfig:
         resolution: output image size, an int for square or ``[H, W]``; None keeps the native size.
         channels: output channels (1 grey, 3 RGB, ...); None keeps the native channel count.
         labels: use class labels when the source has them (folders: subfolder names).
-        limit: keep only the first N examples (quick experiments and tests).
+        limit: keep a fixed random subset of N examples (quick experiments and tests).
         root: directory holding standard dataset files (mnist, fashion-mnist, cifar10).
         download: fetch standard dataset files into ``root`` when missing (checksums verified).
     """
@@ -107,9 +107,11 @@ class InMemoryDataset:
         y = None if self.y is None else self.y.to(device)
         return InMemoryDataset(self.x.to(device), y, self.spec, self.name)
 
-    def subset(self, n: int) -> InMemoryDataset:
-        y = None if self.y is None else self.y[:n]
-        return InMemoryDataset(self.x[:n], y, self.spec, self.name)
+    def subset(self, n: int, seed: int = 9176) -> InMemoryDataset:
+        """A fixed random subset of n examples (files are often sorted by class, so never the first n)."""
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        y = None if self.y is None else self.y[idx]
+        return InMemoryDataset(self.x[idx], y, self.spec, self.name)
 
 
 @dataclass

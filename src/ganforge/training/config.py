@@ -40,6 +40,14 @@ class TrainConfig:
         keep_checkpoints: how many recent checkpoints to keep.
         n_samples: images in each fixed-noise sample grid.
         tensorboard: also write TensorBoard events to ``tb/``.
+        eval_every: steps between evaluations during training (0: off); results go to metrics.jsonl
+            and ``eval/``, and the best checkpoint by ``best_metric`` is kept.
+        eval_metrics: comma-separated metrics (fid, kid, is, pr, modes).
+        eval_n: generated samples per evaluation.
+        eval_extractor: feature extractor (``auto``: domain classifier for labelled images, Inception
+            for other images, raw values for vector data).
+        best_metric: which result picks the best checkpoint (default: the first metric; for ``modes``,
+            modes_covered).
     """
 
     batch_size: int = 64
@@ -60,6 +68,11 @@ class TrainConfig:
     keep_checkpoints: int = 3
     n_samples: int = 64
     tensorboard: bool = True
+    eval_every: int = 0
+    eval_metrics: str = "fid"
+    eval_n: int = 5000
+    eval_extractor: str = "auto"
+    best_metric: str | None = None
 
     def validate(self) -> None:
         require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
@@ -73,6 +86,18 @@ class TrainConfig:
         require(self.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0")
         require(self.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
         require(1 <= self.n_samples <= 1024, "train.n_samples", "must be in 1..1024")
+        require(self.eval_every >= 0, "train.eval_every", "must be >= 0")
+        require(self.eval_n >= 2, "train.eval_n", "must be >= 2")
+        from ..metrics.evaluate import parse_metrics
+
+        parse_metrics(self.eval_metrics)
+
+    @property
+    def best_key(self) -> str:
+        if self.best_metric:
+            return self.best_metric
+        first = self.eval_metrics.split(",")[0].strip()
+        return {"modes": "modes_covered", "pr": "recall"}.get(first, first)
 
     @property
     def budget_steps(self) -> int | None:

@@ -7,6 +7,7 @@ fixed-noise sample grids, atomic checkpoints, the EMA generator, budgets and exa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -149,6 +150,8 @@ class Training:
                     t_log, images_at_log = time.perf_counter(), self.images_seen
                 if t.sample_every and self.step % t.sample_every == 0:
                     self.snapshot()
+                if t.eval_every and self.step % t.eval_every == 0:
+                    self.evaluate(writer)
                 if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                     self.save()
                 bar.update(1)
@@ -164,6 +167,8 @@ class Training:
         if writer is not None:
             writer.close()
         self.snapshot(final=True)
+        if t.eval_every and self.step % t.eval_every and stopped_by != "interrupt":
+            self.evaluate(None)
         if not ckpt.checkpoint_paths(self.dir / "checkpoints", self.step)[1].exists():
             self.save()
         summary = {
@@ -216,6 +221,47 @@ class Training:
             )
             bar.set_postfix_str(f"{rate:.0f} img/s {shown}", refresh=False)
 
+    # --- evaluation ----------------------------------------------------------------------------
+    def evaluate(self, writer: Any) -> dict[str, Any]:
+        """Metrics of the sampling generator now; keeps the best checkpoint by ``train.best_metric``."""
+        from ..metrics.evaluate import (
+            HIGHER_IS_BETTER,
+            evaluate,
+            generator_sampler,
+            parse_metrics,
+            write_result,
+        )
+
+        t = self.cfg.train
+        sample = generator_sampler(self.recipe, self.sample_net(), self.device)
+        result = evaluate(
+            sample,
+            self.cfg.data,
+            self.data.spec,
+            parse_metrics(t.eval_metrics),
+            n=t.eval_n,
+            extractor=t.eval_extractor,
+            seed=t.seed,
+        )
+        write_result(self.dir, self.step, round(self.images_seen / 1000, 3), result)
+        if writer is not None:
+            for k, v in result.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    writer.add_scalar(f"eval/{k}", v, self.step)
+        key = t.best_key
+        if key not in result:
+            raise ConfigError(
+                f"config key 'train.best_metric': {key!r} is not among the results {sorted(result)}"
+            )
+        value = float(result[key])
+        best_path = self.dir / "checkpoints" / "best.json"
+        best = json.loads(best_path.read_text()) if best_path.is_file() else None
+        better = best is None or (value > best["value"] if key in HIGHER_IS_BETTER else value < best["value"])
+        if better:
+            self.save(protect=self.step)
+            ckpt.write_json_atomic(best_path, {"step": self.step, "metric": key, "value": value})
+        return result
+
     # --- samples -------------------------------------------------------------------------------
     def sample_net(self) -> torch.nn.Module:
         return self.ema.module if self.ema is not None else self.recipe.G
@@ -259,7 +305,7 @@ class Training:
         np.savez(samples / f"step_{self.step:08d}.npz", **snap)
 
     # --- checkpoints ---------------------------------------------------------------------------
-    def save(self) -> Path:
+    def save(self, protect: int | None = None) -> Path:
         tensors: dict[str, torch.Tensor] = {}
         for name, net in self.recipe.nets.items():
             tensors.update(ckpt.module_tensors(name, net))
@@ -283,8 +329,20 @@ class Training:
             "rng": rng,
         }
         path = ckpt.save_checkpoint(self.dir / "checkpoints", self.step, tensors, meta)
-        ckpt.prune_checkpoints(self.dir / "checkpoints", self.cfg.train.keep_checkpoints)
+        ckpt.prune_checkpoints(
+            self.dir / "checkpoints", self.cfg.train.keep_checkpoints, protect=self.protected(protect)
+        )
         return path
+
+    def protected(self, extra: int | None = None) -> set[int]:
+        """Checkpoint steps pruning must keep: the best one by metric (and one being written)."""
+        keep = {extra} if extra is not None else set()
+        best = self.dir / "checkpoints" / "best.json"
+        if best.is_file():
+            # A damaged best.json only loses the protection, never the run.
+            with contextlib.suppress(ValueError, KeyError, TypeError, json.JSONDecodeError):
+                keep.add(int(json.loads(best.read_text())["step"]))
+        return keep
 
     def restore(self, json_path: Path) -> None:
         tensors, record = ckpt.load_checkpoint(json_path)

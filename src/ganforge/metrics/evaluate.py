@@ -1,0 +1,184 @@
+"""Evaluate a generator: sample, extract features, compare with cached real statistics.
+
+Conventions (see docs/evaluation.md): generated samples come from G_ema in eval mode with a fixed
+seed; the real reference is the whole training set (``split="all"``) unless a split is named;
+features are cached per (dataset settings, split, extractor) under ``$GANFORGE_HOME/stats`` and
+reused; KID uses subsets of ``min(1000, n_real, n_fake)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import to_dict
+from ..data import DataConfig, DataSpec, InMemoryDataset, load_dataset
+from ..errors import ConfigError
+from .classifier import ganforge_home, get_or_train_classifier, split_indices
+from .extractors import Extractor, get_extractor
+from .modes import STACKED_SAMPLES, VEEGAN_SAMPLES, mode_coverage_2d, stacked_modes
+from .scores import density_coverage, fid, inception_score, kid, precision_recall
+
+METRIC_NAMES = ("fid", "kid", "is", "pr", "modes")
+# Metrics where a larger value is better (for "best checkpoint" selection).
+HIGHER_IS_BETTER = {
+    "is",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "modes_covered",
+    "high_quality_fraction",
+}
+
+Sampler = Callable[[int, int], torch.Tensor]  # (n, seed) -> samples on the CPU
+
+
+def parse_metrics(text: str | list[str]) -> list[str]:
+    names = [m.strip() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
+    bad = [m for m in names if m not in METRIC_NAMES]
+    if bad or not names:
+        raise ConfigError(f"unknown metric {bad[0] if bad else text!r}; valid: {', '.join(METRIC_NAMES)}")
+    return names
+
+
+def select_split(ds: InMemoryDataset, split: str) -> InMemoryDataset:
+    """'all', 'train' / 'holdout' (the classifier's 80/20 split), 'half-a' / 'half-b' (disjoint halves)."""
+    n = len(ds)
+    if split == "all":
+        return ds
+    if split in ("train", "holdout"):
+        idx = split_indices(n)[0 if split == "train" else 1]
+    elif split in ("half-a", "half-b"):
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(4321))
+        idx = perm[: n // 2] if split == "half-a" else perm[n // 2 : 2 * (n // 2)]
+    else:
+        raise ConfigError(f"unknown split {split!r}; valid: all, train, holdout, half-a, half-b")
+    y = None if ds.y is None else ds.y[idx]
+    return InMemoryDataset(ds.x[idx], y, ds.spec, ds.name)
+
+
+def real_features(data: DataConfig, split: str, extractor: Extractor) -> tuple[np.ndarray, np.ndarray | None]:
+    """Features of the real data, cached per (data settings, split, extractor)."""
+    settings = json.dumps({k: v for k, v in to_dict(data).items() if k not in ("download",)}, sort_keys=True)
+    key = hashlib.sha256(f"{settings}|{split}|{extractor.cache_id}".encode()).hexdigest()[:16]
+    path = ganforge_home() / "stats" / f"{data.name.split(':')[0]}-{split}-{extractor.name}-{key}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            return z["feats"], (z["probs"] if "probs" in z.files else None)
+    ds = select_split(load_dataset(data), split)
+    feats, probs = extractor(ds.x)
+    arrays = {"feats": feats.numpy()}
+    if probs is not None:
+        arrays["probs"] = probs.numpy()
+    from ..training.checkpoint import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    return arrays["feats"], arrays.get("probs")
+
+
+def evaluate(
+    sample: Sampler,
+    data: DataConfig,
+    spec: DataSpec,
+    metrics: list[str],
+    n: int = 5000,
+    extractor: str = "auto",
+    split: str = "all",
+    seed: int = 0,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Compute the requested metrics for a generator given as ``sample(n, seed)``."""
+    out: dict[str, Any] = {}
+    feature_metrics = [m for m in metrics if m != "modes"]
+    if "modes" in metrics:
+        out.update(_modes(sample, data, spec, seed))
+    if not feature_metrics:
+        return out
+    ext = get_extractor(extractor, data, spec)
+    real_f, real_p = real_features(data, split, ext)
+    fake_f, fake_p = ext(sample(n, seed))
+    fake_f = fake_f.numpy()
+    out.update({"n": n, "n_real": int(len(real_f)), "extractor": ext.name, "split": split})
+    if "fid" in feature_metrics:
+        out["fid"] = fid(real_f, fake_f)
+    if "kid" in feature_metrics:
+        size = min(1000, len(real_f), len(fake_f))
+        out["kid"], out["kid_std"] = kid(real_f, fake_f, subset_size=size)
+    if "is" in feature_metrics:
+        if fake_p is None:
+            raise ConfigError(f"the {ext.name} extractor gives no class probabilities, so no Inception Score")
+        out["is"], out["is_std"] = inception_score(fake_p.double().numpy())
+    if "pr" in feature_metrics:
+        # k-NN manifolds are compared at equal sizes (Kynkäänniemi et al. 2019 use 50k vs 50k): a larger
+        # real set would shrink the real radii and bias precision down.
+        m = min(len(real_f), len(fake_f))
+        pick = np.random.default_rng(seed).permutation(len(real_f))[:m]
+        out.update(precision_recall(real_f[pick], fake_f[:m], k=3))
+        out.update(density_coverage(real_f[pick], fake_f[:m], k=5))
+    return out
+
+
+def _modes(sample: Sampler, data: DataConfig, spec: DataSpec, seed: int) -> dict[str, Any]:
+    if spec.kind == "vector" and "centres" in spec.meta:
+        return mode_coverage_2d(sample(VEEGAN_SAMPLES, seed), spec.meta["centres"], spec.meta["std"])
+    if data.name == "stacked-mnist":
+        clf = get_or_train_classifier(
+            DataConfig(name="mnist5k", resolution=data.resolution), (1, *spec.shape[1:])
+        )
+        digits = []
+        x = sample(STACKED_SAMPLES, seed)
+        for k in range(3):
+            _, p = clf.run(x[:, k : k + 1])
+            digits.append(p.argmax(1))
+        return stacked_modes(torch.stack(digits, 1))
+    raise ConfigError(
+        f"the 'modes' metric needs a dataset with known modes (ring8, grid25, stacked-mnist), not {data.name!r}"
+    )
+
+
+def generator_sampler(
+    recipe: Any, G: torch.nn.Module, device: torch.device, batch_size: int = 500
+) -> Sampler:
+    """``sample(n, seed)`` for a recipe's generator in eval mode, independent of the global RNG."""
+
+    @torch.no_grad()
+    def sample(n: int, seed: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed + 7919)
+        was = G.training
+        G.eval()
+        try:
+            chunks = []
+            for i in range(0, n, batch_size):
+                z = recipe.latent(min(batch_size, n - i), device, generator=gen)
+                chunks.append(recipe.generate(G, z).float().cpu())
+        finally:
+            G.train(was)
+        return torch.cat(chunks)
+
+    return sample
+
+
+def write_result(run_dir: Path, step: int, kimg: float, result: dict[str, Any]) -> Path:
+    """eval/step_<N>.json in the run folder, and a metrics.jsonl line with the scalar results."""
+    from ..training.checkpoint import write_json_atomic
+
+    path = run_dir / "eval" / f"step_{step:08d}.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    merged = {**previous, **result, "step": step, "kimg": kimg}
+    write_json_atomic(path, merged)
+    row = {
+        "step": step,
+        "kimg": kimg,
+        **{k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)},
+    }
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    return path

@@ -1,0 +1,158 @@
+"""Evaluation: mode coverage protocols, the domain classifier, the eval driver, eval during training."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import ganforge
+from ganforge.cli import main
+from ganforge.data import DataConfig, load_dataset
+from ganforge.errors import CheckpointError, ConfigError
+from ganforge.metrics import mode_coverage_2d, stacked_modes
+from ganforge.metrics.evaluate import evaluate, parse_metrics, select_split
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Classifiers and cached statistics go to a fresh folder per test."""
+    monkeypatch.setenv("GANFORGE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("GANFORGE_INCEPTION", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+
+
+def perfect_sampler(name: str):
+    spec = load_dataset(DataConfig(name=name, limit=1)).spec
+    centres, std = torch.tensor(spec.meta["centres"]), spec.meta["std"]
+
+    def sample(n: int, seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return centres[torch.randint(len(centres), (n,), generator=g)] + std * torch.randn(n, 2, generator=g)
+
+    return sample, spec
+
+
+def test_perfect_sampler_on_grid25_covers_all_modes_with_98_9_percent_quality():
+    sample, spec = perfect_sampler("grid25")
+    r = evaluate(sample, DataConfig(name="grid25"), spec, ["modes"])
+    assert r["modes_covered"] == 25 and r["n"] == 2500
+    assert abs(r["high_quality_fraction"] - (1 - math.exp(-4.5))) < 0.006  # 98.9% for a 2-D Gaussian
+
+
+def test_collapsed_sampler_on_ring8_covers_one_mode():
+    _, spec = perfect_sampler("ring8")
+    c = torch.tensor(spec.meta["centres"][3])
+    r = mode_coverage_2d(c + 0.01 * torch.randn(2500, 2), spec.meta["centres"], spec.meta["std"])
+    assert r["modes_covered"] == 1 and r["high_quality_fraction"] > 0.99
+    far = mode_coverage_2d(torch.zeros(100, 2), spec.meta["centres"], spec.meta["std"])
+    assert far["modes_covered"] == 0 and far["high_quality_fraction"] == 0
+
+
+def test_stacked_modes_counts_and_kl():
+    every = torch.tensor([[a, b, c] for a in range(10) for b in range(10) for c in range(10)]).repeat(3, 1)
+    r = stacked_modes(every)
+    assert r["modes_covered"] == 1000 and abs(r["kl"]) < 1e-9
+    one = stacked_modes(torch.tensor([[1, 2, 3]] * 50))
+    assert one["modes_covered"] == 1 and math.isclose(one["kl"], math.log(1000))
+
+
+def test_stacked_mnist_dataset():
+    ds = load_dataset(DataConfig(name="stacked-mnist", resolution=32))
+    assert ds.x.shape == (25_000, 3, 32, 32) and ds.spec.num_classes == 1000
+    assert len(ds.y.unique()) > 990  # 25k draws from 1,000 triples hit nearly all
+
+
+def test_identity_extractor_real_vs_real_is_near_zero():
+    ds = load_dataset(DataConfig(name="ring8"))
+
+    def sample(n, seed):
+        return ds.x[torch.randperm(len(ds.x), generator=torch.Generator().manual_seed(seed))[:n]]
+
+    r = evaluate(sample, DataConfig(name="ring8"), ds.spec, ["fid", "pr"], n=4000)
+    assert r["extractor"] == "identity" and r["fid"] < 0.01 and r["precision"] > 0.95 and r["recall"] > 0.95
+
+
+def test_splits_are_disjoint_and_fixed():
+    ds = load_dataset(DataConfig(name="digits"))
+    a, b = select_split(ds, "half-a"), select_split(ds, "half-b")
+    assert len(a) == len(b) == len(ds) // 2
+    rows = {tuple(r.flatten().tolist()) for r in a.x}
+    assert sum(tuple(r.flatten().tolist()) in rows for r in b.x) < 20  # digits has a few duplicate images
+    assert torch.equal(select_split(ds, "holdout").x, select_split(ds, "holdout").x)
+    with pytest.raises(ConfigError, match="unknown split"):
+        select_split(ds, "test")
+
+
+def test_domain_classifier_trains_saves_and_refuses_tampering(tmp_path):
+    from ganforge.metrics.classifier import classifier_paths, load_classifier, train_classifier
+
+    cfg = DataConfig(name="digits")
+    with pytest.raises(CheckpointError, match="ganforge classifier train --data digits"):
+        load_classifier("digits", (1, 8, 8))
+    clf = train_classifier(cfg, epochs=15, log=None)
+    assert clf.info["holdout_accuracy"] > 0.85 and clf.info["n_holdout"] == 359
+    again = load_classifier("digits", (1, 8, 8))
+    x = load_dataset(cfg).x[:20]
+    assert torch.allclose(again.run(x)[1], clf.run(x)[1])
+    st, _ = classifier_paths("digits", (1, 8, 8))
+    st.write_bytes(st.read_bytes()[:-8] + b"\x00" * 8)
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_classifier("digits", (1, 8, 8))
+
+
+def test_inception_extractor_without_weights_says_what_to_download():
+    from ganforge.metrics.extractors import get_extractor
+
+    spec = load_dataset(DataConfig(name="digits", labels=False, limit=4)).spec
+    with pytest.raises(CheckpointError, match=r"pt_inception-2015-12-05-6726825d\.pth"):
+        get_extractor("auto", DataConfig(name="digits", labels=False), spec)
+
+
+def test_parse_metrics():
+    assert parse_metrics("fid, kid") == ["fid", "kid"]
+    with pytest.raises(ConfigError, match="valid: fid, kid, is, pr, modes"):
+        parse_metrics("fid,lpips")
+
+
+def test_eval_during_training_keeps_best_and_eval_cli(tmp_path, tiny_overrides, capsys):
+    data, over = tiny_overrides(
+        "dcgan",
+        **{
+            "train.eval_every": 3,
+            "train.eval_n": 64,
+            "train.eval_metrics": "fid,is",
+            "train.checkpoint_every": 0,
+            "train.keep_checkpoints": 1,
+        },
+    )
+    run = ganforge.train("dcgan", data, out=tmp_path / "r", steps=6, overrides=over, progress=False)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "fid" in r]
+    assert [r["step"] for r in evals] == [3, 6] and all(r["fid"] > 0 and 1 <= r["is"] <= 10 for r in evals)
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert best["metric"] == "fid" and best["value"] == min(r["fid"] for r in evals)
+    assert (run / "checkpoints" / f"step_{best['step']:08d}.json").is_file()  # protected from pruning
+    assert ganforge.load(run, checkpoint="best").step == best["step"]
+    assert (run / "plots" / "metrics.png").is_file()
+
+    assert main(["eval", str(run), "--metrics", "fid,kid,pr", "--n", "100"]) == 0
+    out = json.loads(capsys.readouterr().out.splitlines()[-2])
+    assert {"fid", "kid", "precision", "recall", "density", "coverage"} <= out.keys()
+    saved = json.loads((run / "eval" / "step_00000006.json").read_text())
+    assert (
+        saved["kid"] == pytest.approx(out["kid"], rel=1e-3) and "is" in saved
+    )  # merged with training's eval
+
+
+def test_modes_metric_on_a_trained_toy_run(tmp_path, tiny_overrides, capsys):
+    _, over = tiny_overrides("gan")
+    run = ganforge.train("gan", "ring8", out=tmp_path / "r", steps=3, overrides=over, progress=False)
+    assert main(["eval", str(run), "--metrics", "modes"]) == 0
+    r = json.loads(capsys.readouterr().out.splitlines()[-2])
+    assert 0 <= r["modes_covered"] <= 8 and 0 <= r["high_quality_fraction"] <= 1 and r["n"] == 2500
+    assert main(["eval", str(run), "--metrics", "is"]) == 2  # no class probabilities for 2-D points
+    assert np.isfinite(r["modes_covered"])
