@@ -120,3 +120,92 @@ def test_divergence_is_reported_with_step_and_losses(tmp_path, tiny_overrides):
     data, over = tiny_overrides("gan", **{"model.lr_d": 1e30, "model.lr_g": 1e30, "train.precision": "fp32"})
     with pytest.raises(DivergenceError, match=r"step \d+ .*loss/D="):
         ganforge.train("gan", data, out=tmp_path / "x", steps=50, overrides=over, progress=False)
+
+
+def _training(tmp_path, tiny_overrides, **extra):
+    from ganforge.training.config import build_config
+    from ganforge.training.loop import Training
+
+    data, over = tiny_overrides("gan", **{"train.precision": "fp32", **extra})
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return Training(build_config("gan", data, overrides=over), tmp_path)
+
+
+def test_nan_weight_stops_with_the_net_named_and_is_never_checkpointed(tmp_path, tiny_overrides):
+    from ganforge.errors import DivergenceError
+
+    tr = _training(tmp_path, tiny_overrides, **{"train.steps": 2})
+    tr.run(progress=False)
+    with torch.no_grad():
+        next(tr.recipe.D.parameters())[0, 0] = float("nan")
+    with pytest.raises(DivergenceError, match=r"step 2 .*weights or gradients of D.*step_00000002\.json"):
+        tr.guard({"loss/D": 0.5})
+    with pytest.raises(DivergenceError, match="refusing to checkpoint"):
+        tr.save()
+
+
+def test_rollback_policy_restores_last_good_checkpoint_and_lowers_lr(tmp_path, tiny_overrides):
+    tr = _training(
+        tmp_path,
+        tiny_overrides,
+        **{"train.steps": 4, "train.on_divergence": "rollback", "train.checkpoint_every": 2},
+    )
+    tr.run(progress=False)
+    lr_before = tr.opts["D"].param_groups[0]["lr"]
+    good = final_tensors(tmp_path)["D.0.weight"]
+    tr.step += 3  # pretend training went on, then blew up
+    with torch.no_grad():
+        next(tr.recipe.D.parameters()).fill_(float("inf"))
+    with pytest.warns(UserWarning, match="rolled back to step_00000004.json"):
+        assert tr.guard({"loss/D": float("nan")}) is True
+    assert tr.step == 4 and torch.equal(tr.recipe.D.state_dict()["0.weight"], good)
+    assert tr.opts["D"].param_groups[0]["lr"] == lr_before * 0.5
+    event = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert event["event"] == "rollback" and event["diverged_at"] == 7 and event["rollbacks"] == 1
+
+
+def test_rollback_gives_up_after_max_rollbacks(tmp_path, tiny_overrides):
+    from ganforge.errors import DivergenceError
+
+    data, over = tiny_overrides(
+        "gan",
+        **{
+            "model.lr_d": 1e30,
+            "model.lr_g": 1e30,
+            "train.precision": "fp32",
+            "train.on_divergence": "rollback",
+            "train.max_rollbacks": 2,
+            "train.checkpoint_every": 1,
+            "train.log_every": 1,
+        },
+    )
+    with pytest.raises(DivergenceError, match="rollback not possible: 2 done"), pytest.warns(UserWarning):
+        ganforge.train("gan", data, out=tmp_path / "x", steps=50, overrides=over, progress=False)
+    events = [json.loads(x) for x in (tmp_path / "x" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(e.get("event") == "rollback" for e in events) == 2
+
+
+def test_full_disk_ends_with_a_clear_message_and_keeps_the_last_checkpoint(
+    tmp_path, tiny_overrides, monkeypatch
+):
+    import errno
+
+    from ganforge.errors import GanforgeError
+    from ganforge.training import checkpoint as ck
+
+    real_save, calls = ck.save_file, []
+
+    def flaky_save(tensors, path, metadata=None):
+        calls.append(path)
+        if len(calls) >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return real_save(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(ck, "save_file", flaky_save)
+    data, over = tiny_overrides("gan", **{"train.checkpoint_every": 2})
+    with pytest.raises(GanforgeError, match=r"No space left on device.*step_00000002\.json\) is intact"):
+        ganforge.train("gan", data, out=tmp_path / "r", steps=6, overrides=over, progress=False)
+    ckdir = tmp_path / "r" / "checkpoints"
+    assert ck.latest_checkpoint(ckdir).name == "step_00000002.json"
+    ck.load_checkpoint(ck.latest_checkpoint(ckdir))
+    assert not list(ckdir.glob(".*.tmp")) and not (ckdir / "step_00000004.safetensors").exists()

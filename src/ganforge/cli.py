@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--checkpoint", help="a checkpoint JSON, or 'best' (default: latest)")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument(
+        "--inception-weights",
+        metavar="FILE",
+        help="FID Inception weights (.pth or .safetensors); else $GANFORGE_INCEPTION or the cache",
+    )
 
     c = sub.add_parser("classifier", help="domain classifiers used as feature extractors")
     csub = c.add_subparsers(dest="classifier_cmd", metavar="ACTION", required=True)
@@ -186,6 +191,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
         split=a.split,
         seed=a.seed,
         log=print,
+        weights=a.inception_weights,
     )
     kimg = round(model.images_seen / 1000, 3)
     path = write_result(Path(a.run), model.step, kimg, result)

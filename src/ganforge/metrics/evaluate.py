@@ -94,6 +94,7 @@ def evaluate(
     split: str = "all",
     seed: int = 0,
     log: Any = None,
+    weights: str | None = None,
 ) -> dict[str, Any]:
     """Compute the requested metrics for a generator given as ``sample(n, seed)``."""
     out: dict[str, Any] = {}
@@ -102,7 +103,7 @@ def evaluate(
         out.update(_modes(sample, data, spec, seed))
     if not feature_metrics:
         return out
-    ext = get_extractor(extractor, data, spec)
+    ext = get_extractor(extractor, data, spec, weights=weights)
     real_f, real_p = real_features(data, split, ext)
     fake_f, fake_p = ext(sample(n, seed))
     fake_f = fake_f.numpy()

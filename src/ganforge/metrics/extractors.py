@@ -38,14 +38,14 @@ class Extractor:
         return torch.cat(feats), (torch.cat(probs) if probs else None)
 
 
-Factory = Callable[[DataConfig, DataSpec], Extractor]
+Factory = Callable[..., Extractor]  # (data, spec, weights=None) -> Extractor
 EXTRACTORS: Registry[Factory] = Registry("feature extractor")
 
 
 @EXTRACTORS.register(
     "domain", "LeNet trained by ganforge on the dataset itself (256-d features, class probabilities)"
 )
-def domain_extractor(data: DataConfig, spec: DataSpec) -> Extractor:
+def domain_extractor(data: DataConfig, spec: DataSpec, weights: str | None = None) -> Extractor:
     from .classifier import get_or_train_classifier
 
     if spec.kind != "image":
@@ -69,14 +69,14 @@ def domain_extractor(data: DataConfig, spec: DataSpec) -> Extractor:
 
 
 @EXTRACTORS.register("inception", "standard FID Inception-v3 (2048-d pool3), weights from a local file")
-def inception_extractor(data: DataConfig, spec: DataSpec) -> Extractor:
+def inception_extractor(data: DataConfig, spec: DataSpec, weights: str | None = None) -> Extractor:
     from .inception import load_fid_inception, resolve_weights_path
 
     if spec.kind != "image":
         raise ConfigError(
             "the inception extractor needs image data; use --extractor identity for vector data"
         )
-    path = resolve_weights_path(None)
+    path = resolve_weights_path(weights)
     net = load_fid_inception(path)
     dev = next(net.parameters()).device
 
@@ -89,7 +89,7 @@ def inception_extractor(data: DataConfig, spec: DataSpec) -> Extractor:
 
 
 @EXTRACTORS.register("identity", "the raw values (vector data such as the 2-D mixtures)")
-def identity_extractor(data: DataConfig, spec: DataSpec) -> Extractor:
+def identity_extractor(data: DataConfig, spec: DataSpec, weights: str | None = None) -> Extractor:
     return Extractor("identity", "identity", lambda x: (x.flatten(1), None))
 
 
@@ -99,7 +99,8 @@ def default_extractor(spec: DataSpec, data: DataConfig) -> str:
     return "domain" if spec.num_classes >= 2 or data.name == "stacked-mnist" else "inception"
 
 
-def get_extractor(name: str, data: DataConfig, spec: DataSpec) -> Extractor:
+def get_extractor(name: str, data: DataConfig, spec: DataSpec, weights: str | None = None) -> Extractor:
+    """Build extractor ``name`` (or the default for the data); ``weights`` is the Inception file."""
     if name == "auto":
         name = default_extractor(spec, data)
-    return EXTRACTORS.get(name)(data, spec)
+    return EXTRACTORS.get(name)(data, spec, weights=weights)

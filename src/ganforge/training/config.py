@@ -46,6 +46,9 @@ class TrainConfig:
         eval_n: generated samples per evaluation.
         eval_extractor: feature extractor (``auto``: domain classifier for labelled images, Inception
             for other images, raw values for vector data).
+        on_divergence: NaN/Inf in a loss, weight or gradient ``stop``s training (default) with the step
+            and losses, or (opt-in) ``rollback``s to the last good checkpoint with the learning rates
+            multiplied by ``rollback_lr_factor``, at most ``max_rollbacks`` times, logging each rollback.
         best_metric: which result picks the best checkpoint (default: the first metric; for ``modes``,
             modes_covered).
     """
@@ -73,6 +76,9 @@ class TrainConfig:
     eval_n: int = 5000
     eval_extractor: str = "auto"
     best_metric: str | None = None
+    on_divergence: Literal["stop", "rollback"] = "stop"
+    rollback_lr_factor: float = 0.5
+    max_rollbacks: int = 3
 
     def validate(self) -> None:
         require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
@@ -88,6 +94,8 @@ class TrainConfig:
         require(1 <= self.n_samples <= 1024, "train.n_samples", "must be in 1..1024")
         require(self.eval_every >= 0, "train.eval_every", "must be >= 0")
         require(self.eval_n >= 2, "train.eval_n", "must be >= 2")
+        require(0 < self.rollback_lr_factor < 1, "train.rollback_lr_factor", "must be in (0, 1)")
+        require(self.max_rollbacks >= 0, "train.max_rollbacks", "must be >= 0")
         from ..metrics.evaluate import parse_metrics
 
         parse_metrics(self.eval_metrics)

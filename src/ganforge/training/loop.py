@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..data import BatchSampler, InMemoryDataset, load_dataset
-from ..errors import CheckpointError, ConfigError, DivergenceError
+from ..errors import CheckpointError, ConfigError, DivergenceError, GanforgeError
 from ..models import MODELS, Recipe
 from . import checkpoint as ckpt
 from .config import RunConfig
@@ -86,6 +86,7 @@ class Training:
             (torch.arange(t.n_samples) % k).to(self.device) if self.recipe.conditional and k else None
         )
         self.step = 0
+        self.rollbacks = 0
         self.images_seen = 0
         self.elapsed = 0.0  # training seconds over all segments of a resumed run
 
@@ -107,6 +108,8 @@ class Training:
         t_log, images_at_log = time.perf_counter(), self.images_seen
         if self.step == 0:
             self.snapshot()
+            if t.on_divergence == "rollback":
+                self.save()  # something good to roll back to, even if step 1 already diverges
         try:
             while True:
                 if budget_steps is not None and self.step >= budget_steps:
@@ -152,15 +155,39 @@ class Training:
                     self.snapshot()
                 if t.eval_every and self.step % t.eval_every == 0:
                     self.evaluate(writer)
-                if t.checkpoint_every and self.step % t.checkpoint_every == 0:
+                if t.checkpoint_every and self.step % t.checkpoint_every == 0 and not self.guard({}):
                     self.save()
-                bar.update(1)
+                bar.n = self.step  # a rollback moves the step counter back
+                bar.update(0)
         except KeyboardInterrupt:
             stopped_by = "interrupt"
+        except OSError as e:
+            raise self.io_error(e) from e
         finally:
             bar.close()
 
         self.elapsed = time.perf_counter() - t_start
+        try:
+            summary = self.finish(stopped_by, t_log, images_at_log, writer)
+        except OSError as e:
+            raise self.io_error(e) from e
+        if stopped_by == "interrupt":
+            raise KeyboardInterrupt
+        return summary
+
+    def io_error(self, e: OSError) -> GanforgeError:
+        last = ckpt.latest_checkpoint(self.dir / "checkpoints")
+        keep = (
+            f"the last complete checkpoint ({last.name}) is intact" if last else "no checkpoint was written"
+        )
+        return GanforgeError(
+            f"cannot write to the run folder {self.dir}: {e.strerror or e} ({e.filename or 'file'}); {keep}; "
+            f"free disk space or fix permissions, then continue with --resume"
+        )
+
+    def finish(self, stopped_by: str, t_log: float, images_at_log: int, writer: Any) -> dict[str, Any]:
+        """Last log line, final samples and checkpoint, summary.json, plots and report."""
+        t = self.cfg.train
         if self.step % t.log_every:
             rate = (self.images_seen - images_at_log) / max(time.perf_counter() - t_log, 1e-9)
             self.log(rate, None, writer)
@@ -184,22 +211,68 @@ class Training:
         }
         ckpt.write_json_atomic(self.dir / "summary.json", summary)
         self.finalize()
-        if stopped_by == "interrupt":
-            raise KeyboardInterrupt
         return summary
+
+    # --- divergence ----------------------------------------------------------------------------
+    def nonfinite_nets(self) -> list[str]:
+        """Which nets hold NaN/Inf in a weight or a gradient (one host sync, at log/checkpoint time)."""
+        flags = []
+        for net in self.recipe.nets.values():
+            tensors = [p for p in net.parameters()] + [p.grad for p in net.parameters() if p.grad is not None]
+            flags.append(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+        ok = torch.stack(flags).cpu().tolist()
+        return [name for name, good in zip(self.recipe.nets, ok) if not good]
+
+    def guard(self, values: dict[str, float]) -> bool:
+        """Stop (default) or roll back when losses, weights or gradients stopped being finite.
+
+        Returns True when it rolled back (the caller skips the rest of this step's bookkeeping).
+        """
+        bad_losses = [k for k, v in values.items() if not math.isfinite(v)]
+        bad_nets = self.nonfinite_nets()
+        if not bad_losses and not bad_nets:
+            return False
+        t = self.cfg.train
+        last = ckpt.latest_checkpoint(self.dir / "checkpoints")
+        losses = ", ".join(f"{k}={v:.4g}" for k, v in values.items()) or "losses not logged yet"
+        where = f"NaN/Inf in the weights or gradients of {', '.join(bad_nets)}; " if bad_nets else ""
+        if t.on_divergence == "rollback" and last is not None and self.rollbacks < t.max_rollbacks:
+            diverged_at = self.step
+            self.restore(last)
+            for opt in self.opts.values():
+                for group in opt.param_groups:
+                    group["lr"] *= t.rollback_lr_factor
+            self.rollbacks += 1
+            event = {
+                "step": self.step,
+                "event": "rollback",
+                "diverged_at": diverged_at,
+                "losses": losses,
+                "lr_factor": t.rollback_lr_factor,
+                "rollbacks": self.rollbacks,
+            }
+            with open(self.dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(event) + "\n")
+            warnings.warn(
+                f"training diverged by step {diverged_at} ({where}{losses}); rolled back to {last.name} and "
+                f"multiplied the learning rates by {t.rollback_lr_factor} (rollback {self.rollbacks}/{t.max_rollbacks})",
+                stacklevel=2,
+            )
+            return True
+        keep = f"last good checkpoint: {last.name}" if last else "no checkpoint was written yet"
+        policy = (
+            "" if t.on_divergence == "stop" else f" (rollback not possible: {self.rollbacks} done, {keep})"
+        )
+        raise DivergenceError(
+            f"training diverged by step {self.step} ({where}{losses}); {keep}{policy}; try a lower learning rate "
+            f"(--set lr_g=... --set lr_d=...), --set precision=fp32, or --set on_divergence=rollback"
+        )
 
     # --- logging -------------------------------------------------------------------------------
     def log(self, rate: float, bar: Any, writer: Any) -> None:
         values = self.stats.flush()  # the one host sync of this logging period
-        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
-        if bad:
-            last = ckpt.latest_checkpoint(self.dir / "checkpoints")
-            losses = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-            keep = f"last good checkpoint: {last.name}" if last else "no checkpoint was written yet"
-            raise DivergenceError(
-                f"training diverged by step {self.step} ({losses}); {keep}; try a lower learning rate "
-                f"(--set lr_g=... lr_d=...) or --set precision=fp32"
-            )
+        if self.guard(values):
+            return
         row = {
             "step": self.step,
             "kimg": round(self.images_seen / 1000, 3),
@@ -306,6 +379,9 @@ class Training:
 
     # --- checkpoints ---------------------------------------------------------------------------
     def save(self, protect: int | None = None) -> Path:
+        bad = self.nonfinite_nets()
+        if bad:  # a checkpoint must never capture a diverged state: it would poison every resume
+            raise DivergenceError(f"refusing to checkpoint step {self.step}: NaN/Inf in {', '.join(bad)}")
         tensors: dict[str, torch.Tensor] = {}
         for name, net in self.recipe.nets.items():
             tensors.update(ckpt.module_tensors(name, net))
@@ -327,6 +403,7 @@ class Training:
             "optimizers": optimizers,
             "scalers": {k: s.state_dict() for k, s in self.scalers.items() if s is not None},
             "rng": rng,
+            "rollbacks": self.rollbacks,
         }
         path = ckpt.save_checkpoint(self.dir / "checkpoints", self.step, tensors, meta)
         ckpt.prune_checkpoints(
