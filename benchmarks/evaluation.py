@@ -34,6 +34,16 @@ def real_vs_real() -> dict:
     return evaluate(sample, MNIST32, ds.spec, ["fid", "kid", "pr"], n=len(half_b), split="half-a")
 
 
+def real_inception_score() -> tuple[float, float]:
+    """IS of the real digits. MNIST-5k is sorted by label and IS splits are consecutive chunks, so shuffle."""
+    from ganforge.metrics import inception_score
+
+    ds = load_dataset(MNIST32)
+    _, probs = get_or_train_classifier(MNIST32, (1, 32, 32)).run(ds.x)
+    probs = probs[torch.randperm(len(probs), generator=torch.Generator().manual_seed(0))]
+    return inception_score(probs.double().numpy())
+
+
 def run_metrics(run: Path, metrics: list[str], n: int, split: str = "all") -> dict:
     model = ganforge.load(run)
     sample = generator_sampler(model.recipe, model.G, model.device)
@@ -60,7 +70,8 @@ def main() -> None:
     res["classifier"] = {k: clf.info[k] for k in ("holdout_accuracy", "n_train", "n_holdout", "epochs")}
     print("classifier", res["classifier"], flush=True)
     res["real_vs_real_halves"] = real_vs_real()
-    print("real vs real", res["real_vs_real_halves"], flush=True)
+    res["real_inception_score"] = real_inception_score()
+    print("real vs real", res["real_vs_real_halves"], res["real_inception_score"], flush=True)
     if Path(a.demo).is_dir():
         res["demo_all_5000"] = run_metrics(Path(a.demo), ["fid", "kid", "is", "pr"], 5000)
         res["demo_half_2500"] = run_metrics(Path(a.demo), ["fid", "kid", "pr"], 2500, split="half-a")

@@ -25,6 +25,85 @@ TINY = {
             "train.batch_size": 16,
         },
     ),
+    "wgan": (
+        "gauss1d",
+        {"model.z_dim": 8, "model.g_hidden": [16, 16], "model.d_hidden": [16, 16], "train.batch_size": 32},
+    ),
+    "wgan-gp": (
+        "mnist5k",
+        {
+            "data.resolution": 16,
+            "data.limit": 256,
+            "model.ngf": 8,
+            "model.ndf": 8,
+            "model.z_dim": 16,
+            "train.batch_size": 16,
+        },
+    ),
+    "lsgan": (
+        "ring8",
+        {"model.z_dim": 8, "model.g_hidden": [16, 16], "model.d_hidden": [16, 16], "train.batch_size": 32},
+    ),
+    "sngan": (
+        "mnist5k",
+        {
+            "data.resolution": 16,
+            "data.limit": 256,
+            "model.ngf": 8,
+            "model.ndf": 8,
+            "model.z_dim": 16,
+            "train.batch_size": 16,
+        },
+    ),
+    # Label-aware families (models/cgan.py, acgan.py, infogan.py, sgan.py).
+    "cgan": (
+        "mnist5k",
+        {
+            "data.resolution": 16,
+            "data.limit": 256,
+            "model.ngf": 8,
+            "model.ndf": 8,
+            "model.z_dim": 16,
+            "model.embed_dim": 4,
+            "train.batch_size": 16,
+        },
+    ),
+    "acgan": (
+        "mnist5k",
+        {
+            "data.resolution": 16,
+            "data.limit": 256,
+            "model.ngf": 8,
+            "model.ndf": 8,
+            "model.z_dim": 16,
+            "model.embed_dim": 4,
+            "train.batch_size": 16,
+        },
+    ),
+    "infogan": (
+        "digits",
+        {
+            "model.backbone": "mlp",
+            "model.z_dim": 8,
+            "model.categorical": [10],
+            "model.continuous": 2,
+            "model.g_hidden": [32],
+            "model.d_hidden": [32],
+            "train.batch_size": 32,
+        },
+    ),
+    "sgan": (
+        "mnist5k",
+        {
+            "data.resolution": 16,
+            "data.limit": 256,
+            "model.ngf": 8,
+            "model.ndf": 8,
+            "model.z_dim": 16,
+            "model.labels": 20,
+            "train.batch_size": 16,
+        },
+    ),
 }
 
 QUIET = {"train.tensorboard": False, "train.log_every": 2, "train.sample_every": 0, "train.threads": 1}

@@ -41,7 +41,7 @@ def test_losses_are_stable_on_extreme_logits():
 def test_unknown_loss_lists_valid_names():
     from ganforge.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="valid: minimax, nonsaturating"):
+    with pytest.raises(ConfigError, match="valid: hinge, lsgan, minimax, nonsaturating, wasserstein"):
         get_loss("wasserstein-ish")
 
 

@@ -13,6 +13,7 @@ from .errors import CheckpointError, ConfigError
 from .models import MODELS, Recipe
 from .training import checkpoint as ckpt
 from .training.config import SECTIONS, RunConfig, build_config, resolve_key
+from .training.loop import truncate_metrics
 
 
 def _read_config(run_dir: Path) -> RunConfig:
@@ -49,7 +50,9 @@ def train(
 
     ``overrides`` takes config keys (``{"lr_d": 1e-4, "train.batch_size": 128}``). With ``resume``
     (True or "auto"), ``out`` must be an existing run: it continues from its latest checkpoint with
-    its saved config; only ``train.*`` settings (budgets, logging) may be changed.
+    its saved config; only ``train.*`` settings (budgets, logging) may change, and model/data settings
+    given again must equal the saved ones. ``resume="auto"`` starts the run in ``out`` when there is
+    none yet, so one command can be restarted until the run is done.
     """
     from .training.loop import Training, prepare_out_dir
 
@@ -57,9 +60,9 @@ def train(
     flags = {"steps": steps, "kimg": kimg, "minutes": minutes, "seed": seed}
     items += [(f"train.{k}", v) for k, v in flags.items() if v is not None]
 
-    if resume:
-        if out is None:
-            raise ConfigError("--resume needs --out RUN_DIR, the run folder to continue")
+    if resume and out is None:
+        raise ConfigError("--resume needs --out RUN_DIR, the run folder to continue")
+    if resume and (resume != "auto" or (Path(out) / "config.json").is_file()):
         run_dir = Path(out)
         cfg = _read_config(run_dir)
         if cfg.model_name != model:
@@ -68,27 +71,16 @@ def train(
             raise ConfigError(
                 f"{run_dir} was trained on {cfg.data.name!r}, not {data!r}; resume with the same data"
             )
-        if preset is not None:
-            raise ConfigError("--preset cannot be combined with --resume (the run keeps its saved config)")
-        changes = {}
-        for key, value in items:
-            section, name = resolve_key(model, key)
-            if section != "train":
-                raise ConfigError(
-                    f"cannot change {section}.{name} when resuming; only train.* settings may change"
-                )
-            changes[name] = value
-        if changes:
-            from .config import replace
-
-            cfg.train = replace(cfg.train, **changes)
+        _apply_resume_overrides(cfg, model, preset, items)
         last = ckpt.latest_checkpoint(run_dir / "checkpoints")
         if dry_run:
             return cfg
         training = Training(cfg, run_dir)
         if last is not None:
             training.restore(last)
-        elif resume != "auto":
+        elif resume == "auto":
+            truncate_metrics(run_dir / "metrics.jsonl", 0)  # starting over: old lines would repeat steps
+        else:
             raise CheckpointError(
                 f"{run_dir} has no complete checkpoint to resume from; start a new run instead"
             )
@@ -96,11 +88,48 @@ def train(
         cfg = build_config(model, data, preset, items, command=command or " ".join(sys.argv))
         if dry_run:
             return cfg
-        run_dir = prepare_out_dir(Path(out or f"runs/{model}-{data.split(':')[0]}"), overwrite)
+        if resume == "auto":  # nothing to resume yet: start the run in exactly this folder
+            run_dir = Path(out)
+            if run_dir.exists() and any(not p.name.startswith(".") for p in run_dir.iterdir()):
+                raise ConfigError(f"{run_dir} is not empty and holds no ganforge run; choose another --out")
+            run_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            run_dir = prepare_out_dir(Path(out or f"runs/{model}-{data.split(':')[0]}"), overwrite)
         training = Training(cfg, run_dir)
     ckpt.write_json_atomic(run_dir / "config.json", cfg.to_dict())
     training.run(progress=progress)
     return run_dir
+
+
+def _apply_resume_overrides(
+    cfg: RunConfig, model: str, preset: str | None, items: list[tuple[str, Any]]
+) -> None:
+    """On resume, train.* settings may change; model.* and data.* given again must equal the saved ones."""
+    from .config import replace
+
+    explicit: list[tuple[str, Any]] = []
+    if preset is not None:
+        presets = MODELS.get(model).presets
+        if preset not in presets:
+            raise ConfigError(
+                f"unknown preset {preset!r} for {model}; valid: {', '.join(sorted(presets)) or 'none'}"
+            )
+        explicit += list(presets[preset].items())
+    explicit += items
+    changes: dict[str, Any] = {}
+    for key, value in explicit:
+        section, name = resolve_key(model, key)
+        if section == "train":
+            changes[name] = value
+            continue
+        saved = getattr(cfg, section)
+        if getattr(replace(saved, **{name: value}), name) != getattr(saved, name):
+            raise ConfigError(
+                f"cannot change {section}.{name} when resuming (saved {getattr(saved, name)!r}, given {value!r}); "
+                f"only train.* settings may change"
+            )
+    if changes:
+        cfg.train = replace(cfg.train, **changes)
 
 
 class LoadedModel:
@@ -174,6 +203,16 @@ def load(
             raise CheckpointError(f"{best} is malformed ({e})") from e
         checkpoint = ckpt.checkpoint_paths(run_dir / "checkpoints", step)[1]
     json_path = Path(checkpoint) if checkpoint else ckpt.latest_checkpoint(run_dir / "checkpoints")
+    if checkpoint is None:
+        committed = ckpt.list_checkpoints(run_dir / "checkpoints")
+        if committed and (json_path is None or committed[-1][1] != json_path):
+            import warnings
+
+            warnings.warn(
+                f"{committed[-1][1]} is damaged or incomplete; using "
+                f"{json_path.name if json_path else 'no checkpoint'}",
+                stacklevel=2,
+            )
     if json_path is None:
         raise CheckpointError(
             f"{run_dir} has no complete checkpoint yet; train longer or wait for the first one"

@@ -73,6 +73,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output PNG (default RUN/samples/sample_seed<S>.png)")
     s.add_argument("--checkpoint", help="a specific checkpoint JSON (default: latest)")
     s.add_argument("--no-ema", action="store_true", help="use the raw generator, not its moving average")
+    s.add_argument("--label", type=int, help="class to draw (conditional models: cgan, acgan)")
+
+    def latent_parser(name: str, help: str) -> argparse.ArgumentParser:
+        q = sub.add_parser(name, help=help)
+        q.add_argument("run", help="run folder")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--out", help=f"output PNG (default RUN/samples/{name}_seed<S>.png)")
+        q.add_argument("--checkpoint", help="a specific checkpoint JSON (default: latest)")
+        q.add_argument("--no-ema", action="store_true", help="use the raw generator, not its moving average")
+        return q
+
+    i = latent_parser("interpolate", "grid (rows = interpolations) and GIF of paths between latents")
+    i.add_argument("--steps", type=int, default=8, help="images per interpolation (default 8)")
+    i.add_argument("--rows", type=int, default=4, help="number of interpolations (default 4)")
+    i.add_argument("--mode", choices=["slerp", "lerp"], default="slerp", help="path (default slerp)")
+    i.add_argument("--label", type=int, help="class of every row (conditional models; default: cycle)")
+
+    tr = latent_parser("traverse", "vary one InfoGAN code (or, for conditional models, the class) per column")
+    tr.add_argument("--code", help="InfoGAN code: cat0, cont0, ... (conditional models: omit)")
+    tr.add_argument("--rows", type=int, default=6, help="rows of different noise (default 6)")
+    tr.add_argument("--steps", type=int, default=7, help="values of a continuous code, -2..2 (default 7)")
+
+    ar = latent_parser("arithmetic", "latent vector arithmetic A - B + C (DCGAN paper, Sec. 6.3)")
+    for flag in ("a", "b", "c"):
+        ar.add_argument(f"--{flag}", required=True, help="seeds:S1,S2,... or label:K (conditional models)")
+    ar.add_argument("--n", type=int, default=3, help="samples averaged per label concept (default 3)")
+
+    cl = sub.add_parser("classify", help="classify image files with a trained sgan run's discriminator")
+    cl.add_argument("run", help="sgan run folder")
+    cl.add_argument("images", nargs="+", help="image files (resized to the run's resolution)")
 
     e = sub.add_parser("eval", help="evaluate a trained run: FID, KID, IS, precision/recall, mode coverage")
     e.add_argument("run", help="run folder")
@@ -97,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--resolution", type=int, help="image size the GANs you evaluate use (e.g. 32)")
     ct.add_argument("--epochs", type=int, default=20)
     ct.add_argument("--seed", type=int, default=0)
+
+    b = sub.add_parser("bench", help="training and sampling throughput on synthetic data (one JSON line)")
+    b.add_argument("model", help="model name")
+    b.add_argument("--size", type=int, default=32, help="image side (default 32)")
+    b.add_argument("--channels", type=int, default=1, help="image channels (default 1)")
+    b.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    b.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16")
+    b.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
+    b.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
 
     sub.add_parser("models", help="list the model families")
     sub.add_parser("datasets", help="list the datasets")
@@ -162,13 +203,88 @@ def cmd_sample(a: argparse.Namespace) -> int:
     from .training.artifacts import save_image_grid
 
     model = api.load(a.run, checkpoint=a.checkpoint, ema=not a.no_ema)
-    x = model.sample(a.n, seed=a.seed)
+    x = model.sample(a.n, seed=a.seed, labels=a.label)
     if model.spec.kind != "image":
         out = Path(a.out or Path(a.run) / "samples" / f"sample_seed{a.seed}.json")
         out.write_text(json.dumps(x.tolist()))
     else:
         out = save_image_grid(x, a.out or Path(a.run) / "samples" / f"sample_seed{a.seed}.png")
     print(f"wrote {a.n} samples from step {model.step} to {out}")
+    return 0
+
+
+def _latent_out(a: argparse.Namespace, name: str) -> Path:
+    return Path(a.out or Path(a.run) / "samples" / f"{name}_seed{a.seed}.png")
+
+
+def cmd_interpolate(a: argparse.Namespace) -> int:
+    import tempfile
+
+    from . import api
+    from .tools.latent import interpolation_grid
+    from .training.artifacts import save_gif, save_image_grid
+
+    model = api.load(a.run, checkpoint=a.checkpoint, ema=not a.no_ema)
+    x, steps = interpolation_grid(model, a.steps, a.rows, a.mode, a.seed, a.label)
+    out = save_image_grid(x, _latent_out(a, "interpolate"), nrow=steps)
+    # One GIF frame per interpolation step, showing every row at that step.
+    frames = x.view(a.rows, steps, *x.shape[1:])
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [save_image_grid(frames[:, t], Path(tmp) / f"{t:03d}.png", nrow=1) for t in range(steps)]
+        gif = save_gif(paths + paths[-2:0:-1], out.with_suffix(".gif"), duration_ms=150, last_hold_ms=150)
+    print(f"wrote {out}" + (f" and {gif}" if gif else ""))
+    return 0
+
+
+def cmd_traverse(a: argparse.Namespace) -> int:
+    from . import api
+    from .tools.latent import traverse_grid
+    from .training.artifacts import save_image_grid
+
+    model = api.load(a.run, checkpoint=a.checkpoint, ema=not a.no_ema)
+    x, cols = traverse_grid(model, a.code, rows=a.rows, steps=a.steps, seed=a.seed)
+    out = save_image_grid(x, _latent_out(a, f"traverse_{a.code or 'label'}"), nrow=cols)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_arithmetic(a: argparse.Namespace) -> int:
+    from . import api
+    from .tools.latent import arithmetic_grid
+    from .training.artifacts import save_image_grid
+
+    model = api.load(a.run, checkpoint=a.checkpoint, ema=not a.no_ema)
+    x, cols = arithmetic_grid(model, a.a, a.b, a.c, n=a.n, seed=a.seed)
+    out = save_image_grid(x, _latent_out(a, "arithmetic"), nrow=cols)
+    print(f"wrote {out} (rows: A, B, C, A - B + C)")
+    return 0
+
+
+def cmd_classify(a: argparse.Namespace) -> int:
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image, UnidentifiedImageError
+
+    from .data.images import to_array
+    from .errors import DataError
+    from .models.sgan import load_classifier
+
+    recipe = load_classifier(a.run)
+    c, h, w = recipe.spec.shape
+    xs = []
+    for path in a.images:
+        try:
+            with Image.open(path) as im:
+                arr = to_array(im, c)  # the channel handling of the data loaders (alpha over white)
+        except (OSError, UnidentifiedImageError) as e:
+            raise DataError(f"cannot read image {path}: {e}") from e
+        x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float()[None]
+        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        xs.append(x[0] / 127.5 - 1)  # the data's [-1, 1] range
+    labels = recipe.classify(torch.stack(xs)).tolist()
+    names = recipe.spec.class_names
+    for path, y in zip(a.images, labels):
+        print(f"{path}\t{names[y] if y < len(names) else y}")
     return 0
 
 
@@ -215,6 +331,25 @@ def cmd_classifier(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(a: argparse.Namespace) -> int:
+    from .bench import bench
+    from .training.config import parse_sets
+
+    result = bench(
+        a.model,
+        size=a.size,
+        channels=a.channels,
+        batch=a.batch,
+        device=a.device,
+        precision=a.precision,
+        steps=a.steps,
+        warmup=a.warmup,
+        overrides=parse_sets(a.set),
+    )
+    print(json.dumps(result))
+    return 0
+
+
 def cmd_models(a: argparse.Namespace) -> int:
     from .models import MODELS
 
@@ -241,8 +376,13 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {
         "train": cmd_train,
         "sample": cmd_sample,
+        "interpolate": cmd_interpolate,
+        "traverse": cmd_traverse,
+        "arithmetic": cmd_arithmetic,
+        "classify": cmd_classify,
         "eval": cmd_eval,
         "classifier": cmd_classifier,
+        "bench": cmd_bench,
         "models": cmd_models,
         "datasets": cmd_datasets,
     }
@@ -253,7 +393,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ganforge: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ganforge: interrupted; a checkpoint was saved, continue with --resume", file=sys.stderr)
+        print(
+            "ganforge: interrupted after a whole step; a checkpoint was saved, continue with --resume "
+            "(a second Ctrl-C stops at once and resume uses the previous checkpoint)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -88,7 +88,10 @@ def parse_value(text: str) -> Any:
         return None
     try:
         return json.loads(low)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
+        # Not JSON (JSONDecodeError is a ValueError). Also plain ValueError: an integer of more than
+        # 4300 digits; and RecursionError: thousands of nested brackets. Such text is kept as a
+        # string, so the key's type check reports it like any other bad value.
         if "," in low:  # a,b,c -> list, for tuple-valued keys such as betas=0.5,0.999
             return [parse_value(p) for p in low.split(",")]
         return text

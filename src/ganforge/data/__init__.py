@@ -53,7 +53,7 @@ def load_dataset(cfg: DataConfig) -> InMemoryDataset:
 
 
 # Importing the modules registers their sources.
-from . import embedded, folder, stacked, standard, toy  # noqa: E402,F401
+from . import embedded, folder, paired, stacked, standard, toy  # noqa: E402,F401
 
 __all__ = [
     "DATASETS",

@@ -77,15 +77,23 @@ class DataSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataSpec:
         try:
-            return cls(
+            spec = cls(
                 kind=d["kind"],
                 shape=tuple(int(s) for s in d["shape"]),
                 num_classes=int(d.get("num_classes", 0)),
                 class_names=[str(n) for n in d.get("class_names", [])],
                 meta=dict(d.get("meta", {})),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:  # Overflow: int(inf)
             raise DataError(f"data spec in config.json is malformed ({e}); re-create the run") from e
+        # Checked here, not left to the model: a hand-edited spec must fail with this message, not
+        # deep inside a network constructor.
+        if spec.kind not in ("image", "vector") or not spec.shape or min(spec.shape) < 1:
+            shown = f"kind {str(spec.kind)[:40]!r}, shape {list(spec.shape)[:8]}"
+            raise DataError(f"data spec in config.json is malformed ({shown}); re-create the run")
+        if spec.num_classes < 0:
+            raise DataError(f"data spec in config.json has num_classes {spec.num_classes}; re-create the run")
+        return spec
 
 
 class InMemoryDataset:

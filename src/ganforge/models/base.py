@@ -34,6 +34,8 @@ class Phase:
         loss: ``loss(batch, report) -> scalar``; ``report(name, tensor)`` logs without a host sync.
         repeat: how many times per step (n_critic for D); each repeat draws a fresh real batch.
         every: run only on steps divisible by this (lazy regularisation).
+        after_step: called right after each optimiser step of this phase (WGAN's weight clipping
+            must act on the updated weights, so it cannot live inside ``loss``).
     """
 
     name: str
@@ -41,6 +43,7 @@ class Phase:
     loss: LossFn
     repeat: int = 1
     every: int = 1
+    after_step: Callable[[], None] | None = None
 
 
 class Recipe:

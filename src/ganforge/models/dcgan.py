@@ -15,6 +15,7 @@ layer is the mirror convolution down to one logit.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,14 +71,35 @@ class DCGANGenerator(nn.Module):
         return self.net(z.view(-1, self.z_dim, 1, 1))
 
 
+DNorm = Literal["batch", "none", "layer"]
+
+
 class DCGANDiscriminator(nn.Module):
-    def __init__(self, channels: int, height: int, width: int, ndf: int, max_ch: int) -> None:
+    """DCGAN's D; ``norm`` picks what follows its hidden convolutions.
+
+    ``batch`` is the paper's. Batch norm makes each output depend on the whole batch, which breaks
+    WGAN-GP's per-sample gradient penalty (Gulrajani et al. 2017, Sec. 4, recommend layer norm or
+    none), and SNGAN's D does without it (Miyato et al. 2018). ``layer`` normalises each sample over
+    (C, H, W) with a per-channel affine, i.e. GroupNorm with one group; ``none`` gives those
+    convolutions a bias instead, since no norm's shift stands in for it.
+    """
+
+    def __init__(
+        self, channels: int, height: int, width: int, ndf: int, max_ch: int, norm: DNorm = "batch"
+    ) -> None:
         super().__init__()
+        if norm not in ("batch", "none", "layer"):
+            raise ValueError(f"DCGANDiscriminator: norm must be 'batch', 'none' or 'layer', got {norm!r}")
         k, sh, sw = plan_stages(height, width)
         ch = widths(ndf, k, max_ch)[::-1]
         layers: list[nn.Module] = [nn.Conv2d(channels, ch[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         for a, b in zip(ch[:-1], ch[1:]):
-            layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2, True)]
+            layers.append(nn.Conv2d(a, b, 4, 2, 1, bias=norm == "none"))
+            if norm == "batch":
+                layers.append(nn.BatchNorm2d(b))
+            elif norm == "layer":
+                layers.append(nn.GroupNorm(1, b))
+            layers.append(nn.LeakyReLU(0.2, True))
         # No sigmoid: losses take logits (see objectives.adversarial).
         layers += [nn.Conv2d(ch[-1], 1, (sh, sw), 1, 0, bias=False)]
         self.net = nn.Sequential(*layers)
@@ -114,8 +136,8 @@ class DCGANConfig:
         require(self.ngf >= 1 and self.ndf >= 1, "model.ngf/ndf", "must be >= 1")
         require(self.max_ch >= 1, "model.max_ch", "must be >= 1")
         require(self.k >= 1, "model.k", f"must be >= 1, got {self.k}")
-        require(self.lr_g > 0, "model.lr_g", f"must be > 0, got {self.lr_g}")
-        require(self.lr_d > 0, "model.lr_d", f"must be > 0, got {self.lr_d}")
+        require(0 < self.lr_g < math.inf, "model.lr_g", f"must be > 0 and finite, got {self.lr_g}")
+        require(0 < self.lr_d < math.inf, "model.lr_d", f"must be > 0 and finite, got {self.lr_d}")
         require(all(0 <= b < 1 for b in self.betas), "model.betas", f"must be in [0, 1), got {self.betas}")
 
 

@@ -51,7 +51,9 @@ class GANConfig:
     def validate(self) -> None:
         require(self.z_dim >= 1, "model.z_dim", f"must be >= 1, got {self.z_dim}")
         require(self.k >= 1, "model.k", f"must be >= 1, got {self.k}")
-        require(self.lr_g > 0 and self.lr_d > 0, "model.lr_g/lr_d", "must be > 0")
+        require(
+            0 < self.lr_g < math.inf and 0 < self.lr_d < math.inf, "model.lr_g/lr_d", "must be finite and > 0"
+        )
         require(all(0 <= b < 1 for b in self.betas), "model.betas", f"must be in [0, 1), got {self.betas}")
         require(0 <= self.d_dropout < 1, "model.d_dropout", f"must be in [0, 1), got {self.d_dropout}")
         require(

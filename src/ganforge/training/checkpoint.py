@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -212,8 +213,29 @@ def read_record(json_path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{json_path}: not a readable checkpoint record ({e})") from e
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"{json_path}: not a ganforge checkpoint record (format field missing)")
-    if not isinstance(record.get("step"), int) or not isinstance(record.get("sha256"), str):
+    # type() is not isinstance(): JSON true/false are Python bools, which are ints.
+    step = record.get("step")
+    if type(step) is not int or step < 0 or not isinstance(record.get("sha256"), str):
         raise CheckpointError(f"{json_path}: checkpoint record has malformed step/sha256 fields")
+    m = _STEP_RE.match(json_path.name)
+    if m and int(m.group(1)) != step:
+        raise CheckpointError(
+            f"{json_path}: the record says step {step}, its file name another; it was edited"
+        )
+    # Optional counters (old or hand-made records may lack them), but never of the wrong type: they
+    # feed int()/float() in the loader and the loop, which would fail with a bare ValueError.
+    images = record.get("images_seen", 0)
+    if type(images) is not int or images < 0:
+        raise CheckpointError(
+            f"{json_path}: checkpoint record field images_seen must be a whole number >= 0, "
+            f"got {str(images)[:40]!r}"
+        )
+    elapsed = record.get("elapsed_s", 0.0)
+    if type(elapsed) not in (int, float) or not math.isfinite(elapsed) or elapsed < 0:
+        raise CheckpointError(
+            f"{json_path}: checkpoint record field elapsed_s must be a number of seconds >= 0, "
+            f"got {str(elapsed)[:40]!r}"
+        )
     if not isinstance(record.get("tensors"), str) or "/" in record["tensors"] or "\\" in record["tensors"]:
         raise CheckpointError(f"{json_path}: checkpoint record names an invalid tensor file")
     return record
@@ -251,7 +273,8 @@ def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
 
 
 def prune_checkpoints(ckpt_dir: str | Path, keep: int, protect: set[int] | None = None) -> None:
-    """Delete all but the newest ``keep`` checkpoints (and any in ``protect``) and stray temp files."""
+    """Delete all but the newest ``keep`` checkpoints (and any in ``protect``), stray temp files and
+    tensor files without a commit record (left by a crash)."""
     ckpt_dir = Path(ckpt_dir)
     items = list_checkpoints(ckpt_dir)
     for step, json_path in items[: max(0, len(items) - keep)]:
@@ -262,3 +285,9 @@ def prune_checkpoints(ckpt_dir: str | Path, keep: int, protect: set[int] | None 
         st_path.unlink(missing_ok=True)
     for tmp in ckpt_dir.glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
+    # A crash between a checkpoint's two renames, or between the two unlinks above, leaves a tensor
+    # file with no commit record. Nothing can ever load it, and no write is in flight while we
+    # prune (the caller has just committed its own checkpoint), so it is safe to delete.
+    for st_path in ckpt_dir.glob("step_*.safetensors"):
+        if not st_path.with_suffix(".json").exists():
+            st_path.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ networks (``ganforge.load``).
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -83,8 +84,16 @@ class TrainConfig:
     def validate(self) -> None:
         require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
         require(self.steps is None or self.steps >= 0, "train.steps", f"must be >= 0, got {self.steps}")
-        require(self.kimg is None or self.kimg > 0, "train.kimg", f"must be > 0, got {self.kimg}")
-        require(self.minutes is None or self.minutes > 0, "train.minutes", f"must be > 0, got {self.minutes}")
+        require(
+            self.kimg is None or 0 < self.kimg < math.inf,
+            "train.kimg",
+            f"must be finite and > 0, got {self.kimg}",
+        )
+        require(
+            self.minutes is None or 0 < self.minutes < math.inf,
+            "train.minutes",
+            f"must be finite and > 0, got {self.minutes}",
+        )
         require(self.threads is None or self.threads >= 1, "train.threads", "must be >= 1")
         require(self.ema_kimg > 0, "train.ema_kimg", f"must be > 0, got {self.ema_kimg}")
         require(self.log_every >= 1, "train.log_every", f"must be >= 1, got {self.log_every}")
@@ -227,6 +236,8 @@ def build_config(
             layers[section][name] = value
     for key, value in overrides or []:
         section, name = resolve_key(model_name, key)
+        if (section, name) == ("data", "name"):
+            raise ConfigError("choose the dataset with --data NAME, not --set data.name")
         layers[section][name] = value
     layers["data"]["name"] = data_name
     return RunConfig(

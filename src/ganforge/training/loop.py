@@ -11,7 +11,9 @@ import contextlib
 import json
 import math
 import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -70,6 +72,8 @@ class Training:
             )
         fmt = torch.channels_last if t.channels_last and self.data.spec.kind == "image" else None
         self.recipe: Recipe = recipe_cls(cfg.model, self.data.spec).to(self.device, memory_format=fmt)
+        if hasattr(self.recipe, "attach_data"):  # recipes that keep data of their own (sgan's labelled set)
+            self.recipe.attach_data(self.data)
         if fmt is not None:
             self.data.x = self.data.x.contiguous(memory_format=fmt)
         self.opts = self.recipe.make_optimizers()
@@ -110,8 +114,15 @@ class Training:
             self.snapshot()
             if t.on_divergence == "rollback":
                 self.save()  # something good to roll back to, even if step 1 already diverges
+        # Ctrl-C finishes the current step (D and G) before stopping, so the checkpoint written on
+        # the way out is a whole step; a second Ctrl-C stops at once and writes no checkpoint.
+        interrupted = {"soft": False}
+        previous_handler = _install_sigint(interrupted)
         try:
             while True:
+                if interrupted["soft"]:
+                    stopped_by = "interrupt"
+                    break
                 if budget_steps is not None and self.step >= budget_steps:
                     stopped_by = "steps"
                     break
@@ -122,28 +133,7 @@ class Training:
                     stopped_by = "minutes"
                     break
 
-                for phase in self.phases:
-                    if self.step % phase.every:
-                        continue
-                    for name, net in self.recipe.nets.items():  # only this phase's net needs gradients
-                        net.requires_grad_(name == phase.net)
-                    opt, scaler = self.opts[phase.net], self.scalers[phase.net]
-                    for _ in range(phase.repeat):
-                        batch = self.sampler.next()
-                        with autocast(self.device, self.precision):
-                            loss = phase.loss(batch, self.stats)
-                        opt.zero_grad(set_to_none=True)
-                        if scaler is None:
-                            loss.backward()
-                            opt.step()
-                        else:
-                            scaler.scale(loss).backward()
-                            scaler.step(opt)
-                            scaler.update()
-                self.step += 1
-                self.images_seen += t.batch_size
-                if self.ema is not None:
-                    self.ema.update(self.recipe.G, t.batch_size, self.images_seen)
+                self.train_step()
 
                 if self.step % t.log_every == 0:
                     now = time.perf_counter()
@@ -160,11 +150,14 @@ class Training:
                 bar.n = self.step  # a rollback moves the step counter back
                 bar.update(0)
         except KeyboardInterrupt:
-            stopped_by = "interrupt"
+            # A forced stop mid-step: the state may hold half a step, so it must not be checkpointed.
+            bar.close()
+            raise
         except OSError as e:
             raise self.io_error(e) from e
         finally:
             bar.close()
+            _restore_sigint(previous_handler)
 
         self.elapsed = time.perf_counter() - t_start
         try:
@@ -212,6 +205,34 @@ class Training:
         ckpt.write_json_atomic(self.dir / "summary.json", summary)
         self.finalize()
         return summary
+
+    def train_step(self) -> None:
+        """One step: every phase of the recipe (D x n_critic, G, ...), then the EMA update."""
+        t = self.cfg.train
+        for phase in self.phases:
+            if self.step % phase.every:
+                continue
+            for name, net in self.recipe.nets.items():  # only this phase's net needs gradients
+                net.requires_grad_(name == phase.net)
+            opt, scaler = self.opts[phase.net], self.scalers[phase.net]
+            for _ in range(phase.repeat):
+                batch = self.sampler.next()
+                with autocast(self.device, self.precision):
+                    loss = phase.loss(batch, self.stats)
+                opt.zero_grad(set_to_none=True)
+                if scaler is None:
+                    loss.backward()
+                    opt.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                if phase.after_step is not None:
+                    phase.after_step()
+        self.step += 1
+        self.images_seen += t.batch_size
+        if self.ema is not None:
+            self.ema.update(self.recipe.G, t.batch_size, self.images_seen)
 
     # --- divergence ----------------------------------------------------------------------------
     def nonfinite_nets(self) -> list[str]:
@@ -446,7 +467,7 @@ class Training:
             self.elapsed = float(record["elapsed_s"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{where}: counters or RNG state are malformed ({e})") from e
-        _truncate_metrics(self.dir / "metrics.jsonl", self.step)
+        truncate_metrics(self.dir / "metrics.jsonl", self.step)
 
     def finalize(self) -> None:
         from . import artifacts
@@ -471,7 +492,25 @@ class Training:
         artifacts.finalize_artifacts(self.dir)
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
+def _install_sigint(flag: dict[str, bool]) -> Any:
+    """First SIGINT sets flag["soft"]; the second raises KeyboardInterrupt. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["soft"]:
+            raise KeyboardInterrupt
+        flag["soft"] = True
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _restore_sigint(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from (they will be written again)."""
     if not path.exists():
         return

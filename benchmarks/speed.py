@@ -1,0 +1,141 @@
+"""Training speed of ganforge against the textbook DCGAN step, in one session on one machine.
+
+    python benchmarks/speed.py [--rounds 3] [--device cpu] [--out docs/performance.md]
+
+For each configuration (32x32 grey batch 128; 64x64 RGB batch 64) it alternates the yardstick
+(`shared/bench/textbook_dcgan.py`: eager fp32, Sigmoid + BCE, a `.item()` per step) and
+`ganforge bench dcgan` with the same architecture (ngf = ndf = 64, z = 100) and batch, in
+separate processes, A B A B ..., and reports the median of the per-round ratios, so drift of a
+shared machine's speed cancels. Writes JSON to benchmarks/results/speed.json and a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def yardstick_path() -> Path:
+    for cand in (
+        os.environ.get("GANFORGE_YARDSTICK"),
+        ROOT / "shared/bench/textbook_dcgan.py",
+        ROOT.parent / "shared/bench/textbook_dcgan.py",
+    ):
+        if cand and Path(cand).is_file():
+            return Path(cand)
+    sys.exit("textbook_dcgan.py not found: set GANFORGE_YARDSTICK=/path/to/textbook_dcgan.py")
+
+
+def run_json(cmd: list[str]) -> dict:
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--out", default="docs/performance.md")
+    a = ap.parse_args()
+    yard = yardstick_path()
+    configs = [(32, 1, 128), (64, 3, 64)]
+    variants = {
+        "ganforge (auto: bf16, channels-last)": [],
+        "ganforge fp32 reference path": ["--precision", "fp32", "--set", "channels_last=false"],
+    }
+    rows = []
+    for size, ch, batch in configs:
+        ref_runs, results = [], {name: [] for name in variants}
+        for _ in range(a.rounds):
+            ref = run_json(
+                [
+                    sys.executable,
+                    str(yard),
+                    "--size",
+                    str(size),
+                    "--batch",
+                    str(batch),
+                    "--steps",
+                    str(a.steps),
+                    "--device",
+                    a.device,
+                ]
+            )
+            ref_runs.append(ref)
+            for name, extra in variants.items():
+                gf = run_json(
+                    [
+                        sys.executable,
+                        "-m",
+                        "ganforge",
+                        "bench",
+                        "dcgan",
+                        "--size",
+                        str(size),
+                        "--channels",
+                        str(ch),
+                        "--batch",
+                        str(batch),
+                        "--device",
+                        a.device,
+                        "--steps",
+                        str(a.steps),
+                        *extra,
+                    ]
+                )
+                results[name].append((gf, gf["train_img_per_s"] / ref["img_per_s"]))
+        ref_med = statistics.median(r["img_per_s"] for r in ref_runs)
+        for name, runs in results.items():
+            last = runs[-1][0]
+            rows.append(
+                {
+                    "config": f"{size}x{size}x{ch}, batch {batch}",
+                    "variant": name,
+                    "yardstick_img_per_s": round(ref_med, 1),
+                    "ganforge_img_per_s": round(statistics.median(g["train_img_per_s"] for g, _ in runs), 1),
+                    "ratio_median": round(statistics.median(r for _, r in runs), 2),
+                    "ratio_min": round(min(r for _, r in runs), 2),
+                    "ratio_max": round(max(r for _, r in runs), 2),
+                    "sample_img_per_s": round(statistics.median(g["sample_img_per_s"] for g, _ in runs), 1),
+                    "step_ms": round(statistics.median(g["step_ms"] for g, _ in runs), 1),
+                    "peak_mem_mb": last["peak_mem_mb"],
+                    "peak_fraction": last["peak_fraction"],
+                    "precision": last["precision"],
+                    "device": last["device"],
+                    "threads": last["threads"],
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    (ROOT / "benchmarks/results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "benchmarks/results/speed.json").write_text(json.dumps(rows, indent=2))
+    lines = [
+        "| config | variant | yardstick img/s | ganforge img/s | ratio (median, min-max) | sampling img/s "
+        "| step ms | peak MB | fraction of matmul peak |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['config']} | {r['variant']} | {r['yardstick_img_per_s']} | {r['ganforge_img_per_s']} | "
+            f"{r['ratio_median']}x ({r['ratio_min']}-{r['ratio_max']}) | {r['sample_img_per_s']} | "
+            f"{r['step_ms']} | {r['peak_mem_mb']} | {r['peak_fraction']} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    out = ROOT / a.out
+    text = out.read_text() if out.exists() else ""
+    start, end = "<!-- speed-table -->", "<!-- /speed-table -->"
+    if start in text and end in text:
+        text = text.split(start)[0] + start + "\n" + table + "\n" + end + text.split(end)[1]
+        out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""``ganforge bench``: training and sampling throughput of a model on synthetic data.
+
+Runs the real training step (the same ``Training.train_step`` the loop uses, with the recipe's
+phases, autocast, channels-last and EMA) on random data already in memory, so only compute is
+timed, like the yardstick in the shared bench folder. Reports one JSON line:
+
+    {"model", "size", "channels", "batch", "device", "precision", "threads", "train_img_per_s",
+     "sample_img_per_s", "step_ms", "peak_mem_mb", "gflop_per_img", "achieved_gflop_s",
+     "matmul_peak_gflop_s", "peak_fraction"}
+
+``achieved_gflop_s`` counts the FLOPs of one training step with PyTorch's FlopCounterMode
+(matmuls and convolutions, forward and backward) and divides by the measured step time;
+``peak_fraction`` divides that by this device's measured dense-matmul rate at the same precision.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import DataSpec, InMemoryDataset
+from .errors import ConfigError, GanforgeError
+
+
+def matmul_peak_gflops(device: torch.device, precision: str, n: int = 2048, reps: int = 5) -> float:
+    """Measured dense matmul rate (GFLOP/s) at the precision the training step runs in."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(
+    model: str,
+    size: int = 32,
+    channels: int = 1,
+    batch: int = 128,
+    device: str = "auto",
+    precision: str = "auto",
+    steps: int = 20,
+    warmup: int = 3,
+    overrides: list[tuple[str, Any]] | None = None,
+) -> dict[str, Any]:
+    from .training.config import build_config
+    from .training.loop import Training
+
+    if steps < 1 or warmup < 0 or batch < 1:
+        raise ConfigError("bench needs --steps >= 1, --warmup >= 0 and --batch >= 1")
+    over = [
+        ("train.batch_size", batch),
+        ("train.device", device),
+        ("train.precision", precision),
+        ("train.tensorboard", False),
+        *(overrides or []),
+    ]
+    cfg = build_config(model, "mnist5k", overrides=over)
+    shape = (channels, size, size)
+    spec = DataSpec("image", shape)
+    # Enough distinct random images for a few epochs' worth of indexing; values in [-1, 1].
+    x = torch.rand(max(4 * batch, 512), *shape) * 2 - 1
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = Training(cfg, Path(tmp), data=InMemoryDataset(x, None, spec, "random"))
+        dev = tr.device
+        try:
+            for _ in range(warmup):
+                tr.train_step()
+            _sync(dev)
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                tr.train_step()
+            tr.stats.flush()  # the host sync a real run does at logging time
+            _sync(dev)
+            step_s = (time.perf_counter() - t0) / steps
+        except torch.cuda.OutOfMemoryError as e:
+            raise GanforgeError(
+                f"batch {batch} does not fit in GPU memory for {model} at {size}x{size}x{channels}; "
+                f"try --batch {max(1, batch // 2)}"
+            ) from e
+        flops = _step_flops(tr)
+        sample_rate = _sample_rate(tr, batch)
+        peak = (
+            torch.cuda.max_memory_allocated(dev) / 2**20
+            if dev.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        )
+        mm_peak = matmul_peak_gflops(dev, tr.precision)
+    achieved = flops / step_s / 1e9
+    return {
+        "model": model,
+        "size": size,
+        "channels": channels,
+        "batch": batch,
+        "device": str(dev),
+        "precision": tr.precision,
+        "threads": torch.get_num_threads(),
+        "train_img_per_s": round(batch / step_s, 1),
+        "sample_img_per_s": round(sample_rate, 1),
+        "step_ms": round(step_s * 1000, 2),
+        "peak_mem_mb": round(peak, 1),
+        "gflop_per_img": round(flops / batch / 1e9, 4),
+        "achieved_gflop_s": round(achieved, 1),
+        "matmul_peak_gflop_s": round(mm_peak, 1),
+        "peak_fraction": round(achieved / mm_peak, 3),
+    }
+
+
+def _step_flops(tr: Any) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        tr.train_step()
+    return float(counter.get_total_flops())
+
+
+@torch.no_grad()
+def _sample_rate(tr: Any, batch: int, reps: int = 5) -> float:
+    from .training.precision import autocast
+
+    G = tr.sample_net()
+    G.eval()
+    z = tr.recipe.latent(batch, tr.device)
+    with autocast(tr.device, tr.precision):
+        tr.recipe.generate(G, z)
+        _sync(tr.device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            tr.recipe.generate(G, z)
+        _sync(tr.device)
+    return batch * reps / (time.perf_counter() - t0)

@@ -1,0 +1,98 @@
+"""Conditional GAN: Mirza & Osindero, "Conditional Generative Adversarial Nets", arXiv 1411.1784, 2014;
+with the projection discriminator of Miyato & Koyama, "cGANs with Projection Discriminator", ICLR 2018.
+
+Both nets see the class label y (Eq. 2: min_G max_D E[log D(x|y)] + E[log(1 - D(G(z|y)|y))]).
+G gets ``[z, embed(y)]`` (a learned embedding, Sec. 4.1 of Mirza & Osindero feed a one-hot y through
+a hidden layer, which a learned embedding equals). D is conditioned in one of two ways
+(``d_conditioning``):
+
+- ``concat``: y joins D's input: a one-hot vector appended to the flattened input on the MLP
+  backbone; one-hot planes appended as extra input channels on the DCGAN backbone.
+- ``projection``: ``D(x, y) = psi(phi(x)) + <embed(y), phi(x)>`` (Miyato & Koyama 2018, Eq. 3), the
+  inner product between a class embedding and D's features, derived from the log-likelihood ratio
+  of class-conditional densities (Sec. 3).
+
+Deviation: Adam on DCGAN's settings rather than the paper's SGD with momentum; the fake batch uses the
+real batch's labels, so G sees the data's class balance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+
+from ..config import require
+from ..data.base import Batch, DataSpec
+from ..nn.conditional import ConditionalDiscriminator, ConditionedGenerator
+from .base import Report, register_model
+from .labelled import (
+    LabelledConfig,
+    LabelledRecipe,
+    build_feature_discriminator,
+    build_generator,
+    require_labels,
+)
+
+
+@dataclass
+class CGANConfig(LabelledConfig):
+    """Settings of the conditional GAN, plus the backbone and Adam settings of :class:`LabelledConfig`.
+
+    Args:
+        d_conditioning: ``concat`` (Mirza & Osindero 2014) or ``projection`` (Miyato & Koyama 2018).
+        embed_dim: width of G's label embedding.
+        loss: adversarial loss; ``hinge`` is what Miyato & Koyama train the projection D with.
+    """
+
+    d_conditioning: Literal["concat", "projection"] = "concat"
+    embed_dim: int = 16
+    loss: Literal["nonsaturating", "minimax", "hinge"] = "nonsaturating"
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.embed_dim >= 1, "model.embed_dim", f"must be >= 1, got {self.embed_dim}")
+
+
+@register_model
+class CGAN(LabelledRecipe):
+    name = "cgan"
+    summary = "conditional GAN, label by concatenation or projection D (Mirza & Osindero 2014; Miyato 2018)"
+    Config = CGANConfig
+    conditional = True
+
+    def __init__(self, config: CGANConfig, spec: DataSpec) -> None:
+        super().__init__(config, spec)
+        k = require_labels(spec, self.name)
+        inner = build_generator(config, spec, self.name, config.z_dim + config.embed_dim)
+        self.nets["G"] = ConditionedGenerator(inner, k, config.embed_dim)
+        nn.init.normal_(self.nets["G"].embed.weight)  # unit-scale codes, like the N(0, 1) noise beside them
+        extra = k if config.d_conditioning == "concat" else 0
+        body = build_feature_discriminator(config, spec, self.name, 1, extra_in=extra)
+        self.nets["D"] = ConditionalDiscriminator(body, k, config.d_conditioning, self.backbone == "dcgan")
+
+    def generate(self, G: nn.Module, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return G(z, self.labels_for(len(z), z.device, y))
+
+    def discriminate(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.D(x, y).flatten()
+
+    def d_step(self, batch: Batch, report: Report) -> torch.Tensor:
+        with torch.no_grad():  # D's phase needs no graph through G
+            fake = self.fake_batch(len(batch), batch.x.device, batch.y)
+        # D judges each image against the label it came with: fakes carry the labels G was asked for.
+        real_logits = self.D(batch.x, batch.y).float()
+        fake_logits = self.D(fake, batch.y).float()
+        loss = self.loss.d_loss(real_logits, fake_logits)
+        report("loss/D", loss)
+        report("D/real", torch.sigmoid(real_logits).mean())
+        report("D/fake", torch.sigmoid(fake_logits).mean())
+        return loss
+
+    def g_step(self, batch: Batch, report: Report) -> torch.Tensor:
+        fake = self.fake_batch(len(batch), batch.x.device, batch.y)
+        loss = self.loss.g_loss(self.D(fake, batch.y).float())
+        report("loss/G", loss)
+        return loss

@@ -1,0 +1,123 @@
+"""Plumbing shared by the label-aware families (cgan, acgan, infogan, sgan): not a model itself.
+
+They all run on the MLP or DCGAN backbone of :mod:`ganforge.models.backbones` but need a G with a
+wider input (noise + label embedding, or noise + codes) and a D whose features ``phi(x)`` feed extra
+heads, so they build their nets here from the blocks in :mod:`ganforge.nn.conditional`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..data.base import DataSpec
+from ..errors import ConfigError
+from ..nn import dcgan_init
+from ..nn.conditional import FeatureDiscriminator
+from .backbones import BackboneConfig, require_schedule, resolve_backbone
+from .base import Phase, TwoPlayerRecipe
+from .dcgan import DCGANDiscriminator, DCGANGenerator, DNorm
+from .gan import MLPGenerator
+
+
+@dataclass
+class LabelledConfig(BackboneConfig):
+    """Backbone settings plus the Adam schedule these families share (DCGAN's: 2e-4, (0.5, 0.999)).
+
+    Args:
+        n_critic: D steps per G step.
+        lr_g / lr_d / betas: Adam settings.
+    """
+
+    n_critic: int = 1
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+
+    def validate(self) -> None:
+        super().validate()
+        require_schedule(self.n_critic, self.lr_g, self.lr_d, self.betas)
+
+
+def require_labels(spec: DataSpec, model: str) -> int:
+    """K, the number of classes; a ConfigError when the data has fewer than two labelled classes."""
+    if spec.num_classes < 2:
+        raise ConfigError(
+            f"{model} needs class labels, but this dataset has no labels (num_classes={spec.num_classes}); "
+            f"use a labelled one such as mnist5k (and keep data.labels=true)"
+        )
+    return spec.num_classes
+
+
+def _check_size(spec: DataSpec, model: str, backbone: str) -> None:
+    if backbone == "mlp" and math.prod(spec.shape) > 1 << 16:
+        raise ConfigError(
+            f"{model} with backbone=mlp flattens its input: {spec.shape} is {math.prod(spec.shape)} values; "
+            f"use --set backbone=dcgan for images this big"
+        )
+    if backbone == "dcgan" and (spec.kind != "image" or len(spec.shape) != 3):
+        raise ConfigError(
+            f"{model} with backbone=dcgan needs image data (C, H, W); this dataset has shape {spec.shape}; "
+            f"use --set backbone=mlp (or auto)"
+        )
+
+
+def build_generator(config: BackboneConfig, spec: DataSpec, model: str, in_dim: int) -> nn.Module:
+    """The backbone's G taking ``in_dim`` inputs (noise plus whatever the family appends)."""
+    backbone = resolve_backbone(config.backbone, spec)
+    _check_size(spec, model, backbone)
+    if backbone == "mlp":
+        return MLPGenerator(in_dim, config.g_hidden, spec.shape, spec.kind == "image")
+    c, h, w = spec.shape
+    G = DCGANGenerator(in_dim, c, h, w, config.ngf, config.max_ch)
+    dcgan_init(G)
+    return G
+
+
+def build_feature_discriminator(
+    config: BackboneConfig,
+    spec: DataSpec,
+    model: str,
+    out_features: int,
+    extra_in: int = 0,
+    d_norm: DNorm = "batch",
+) -> FeatureDiscriminator:
+    """The backbone's D as ``head(phi(x))`` with ``out_features`` logits.
+
+    ``extra_in`` widens the input: extra channels on the DCGAN backbone, extra flat features on the MLP.
+    """
+    backbone = resolve_backbone(config.backbone, spec)
+    _check_size(spec, model, backbone)
+    if backbone == "mlp":
+        return FeatureDiscriminator.mlp(math.prod(spec.shape) + extra_in, config.d_hidden, out_features)
+    c, h, w = spec.shape
+    D = FeatureDiscriminator.from_conv(
+        DCGANDiscriminator(c + extra_in, h, w, config.ndf, config.max_ch, norm=d_norm).net, out_features
+    )
+    dcgan_init(D)
+    return D
+
+
+class LabelledRecipe(TwoPlayerRecipe):
+    """``n_critic`` D steps then one G step; subclasses build the nets and write the two losses."""
+
+    def __init__(self, config: Any, spec: DataSpec) -> None:
+        super().__init__(config, spec)
+        self.backbone = resolve_backbone(config.backbone, spec)
+
+    def phases(self) -> list[Phase]:
+        return [Phase("D", "D", self.d_step, repeat=self.config.n_critic), Phase("G", "G", self.g_step)]
+
+    def labels_for(self, n: int, device: torch.device, y: torch.Tensor | None) -> torch.Tensor:
+        """``y``, or ``0, 1, ..., K-1, 0, ...`` when no labels are given (every class, deterministically).
+
+        Evaluation samplers call ``generate(G, z)`` without labels; cycling the classes gives them a
+        class-balanced set, the data's own balance for the labelled sets shipped here.
+        """
+        if y is not None:
+            return y
+        return torch.arange(n, device=device) % self.spec.num_classes

@@ -1,0 +1,1 @@
+"""Latent-space and application tools built on a trained run (``ganforge.tools.latent``)."""

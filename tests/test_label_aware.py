@@ -1,0 +1,240 @@
+"""Label-aware families (cgan, acgan, infogan, sgan) and the latent tools and their CLI commands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import ganforge
+from ganforge.cli import main
+from ganforge.data import DataSpec
+from ganforge.errors import ConfigError
+from ganforge.models import MODELS
+from ganforge.tools.latent import latent_arithmetic, lerp, parse_concept, slerp
+
+from .conftest import QUIET, TINY
+
+MNIST16 = DataSpec("image", (1, 16, 16), num_classes=10)
+
+
+def tiny_run(tmp_path_factory, model: str, steps: int = 2, **extra):
+    data, over = TINY[model]
+    out = tmp_path_factory.mktemp(model) / "run"
+    return ganforge.train(
+        model,
+        data,
+        out=out,
+        steps=steps,
+        overrides={**over, **QUIET, "train.precision": "fp32", **extra},
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def cgan_run(tmp_path_factory):
+    return tiny_run(tmp_path_factory, "cgan")
+
+
+@pytest.fixture(scope="module")
+def infogan_run(tmp_path_factory):
+    return tiny_run(tmp_path_factory, "infogan")
+
+
+def tiny_recipe(model: str, **config):
+    cls = MODELS.get(model)
+    base = {"ngf": 8, "ndf": 8, "z_dim": 16}
+    return cls(cls.Config(**{**base, **config}), MNIST16)
+
+
+# --- conditioning ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "config"),
+    [
+        ("cgan", {}),
+        ("cgan", {"d_conditioning": "projection"}),
+        ("cgan", {"backbone": "mlp", "g_hidden": (32,), "d_hidden": (32,)}),
+        ("acgan", {}),
+    ],
+)
+def test_labels_change_the_output(model, config):
+    r = tiny_recipe(model, **config)
+    r.G.eval()
+    z = torch.randn(4, 16)
+    with torch.no_grad():
+        a = r.generate(r.G, z, torch.full((4,), 1))
+        b = r.generate(r.G, z, torch.full((4,), 7))
+        again = r.generate(r.G, z, torch.full((4,), 1))
+    assert torch.equal(a, again)
+    assert (a - b).abs().amax(dim=(1, 2, 3)).min() > 1e-4, "same z, different label: same image"
+
+
+def test_discriminators_see_the_label():
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    for mode in ("concat", "projection"):
+        r = tiny_recipe("cgan", d_conditioning=mode)
+        r.D.eval()
+        with torch.no_grad():
+            d1, d7 = r.D(x, torch.full((4,), 1)), r.D(x, torch.full((4,), 7))
+        assert d1.shape == (4, 1) and not torch.allclose(d1, d7), mode
+    concat = tiny_recipe("cgan")
+    assert concat.D.net.body[0].in_channels == 1 + 10  # one-hot label planes on the DCGAN backbone
+    mlp = tiny_recipe("cgan", backbone="mlp", d_hidden=(32,))
+    assert mlp.D.net.body[1].in_features == 16 * 16 + 10  # one-hot appended to the flattened input
+
+
+def test_acgan_class_head_takes_logits():
+    r = tiny_recipe("acgan")
+    # The head is a plain linear layer: no softmax before the cross-entropy.
+    assert isinstance(r.D.head, torch.nn.Linear) and r.D.head.out_features == 1 + 10
+    assert not any(isinstance(m, torch.nn.Softmax | torch.nn.LogSoftmax) for m in r.D.modules())
+
+
+@pytest.mark.parametrize("model", ["cgan", "acgan", "sgan"])
+def test_unlabelled_data_is_refused(model):
+    cls = MODELS.get(model)
+    with pytest.raises(ConfigError, match="no labels.*mnist5k"):
+        cls(cls.Config(), DataSpec("image", (1, 16, 16)))
+
+
+def test_label_out_of_range_fails_clearly(cgan_run, capsys):
+    m = ganforge.load(cgan_run)
+    assert m.sample(3, seed=0, labels=9).shape == (3, 1, 16, 16)
+    with pytest.raises(ConfigError, match=r"class indices in 0\.\.9"):
+        m.sample(3, seed=0, labels=10)
+    assert main(["sample", str(cgan_run), "--n", "4", "--label", "12"]) == 2
+    assert "0..9" in capsys.readouterr().err
+
+
+# --- infogan -----------------------------------------------------------------------------------
+
+
+def test_infogan_codes_are_settable():
+    cls = MODELS.get("infogan")
+    r = cls(cls.Config(backbone="mlp", z_dim=8, g_hidden=(16,), d_hidden=(16,)), DataSpec("image", (1, 8, 8)))
+    assert r.code_names() == ["cat0", "cont0", "cont1"]
+    g = torch.Generator().manual_seed(3)
+    z = r.latent_with_codes(5, {"cat0": 4, "cont1": 1.5}, g)
+    assert z.shape == (5, 8 + 10 + 2)
+    cats, conts = r.split_codes(z)
+    assert cats[0].tolist() == [4] * 5 and torch.all(conts[:, 1] == 1.5)
+    other = r.latent_with_codes(5, {"cat0": 2}, torch.Generator().manual_seed(3))
+    assert torch.equal(other[:, :8], z[:, :8])  # same seed, same noise whatever the codes
+    with pytest.raises(ConfigError, match="cat0 takes categories 0..9"):
+        r.latent_with_codes(2, {"cat0": 10})
+    with pytest.raises(ConfigError, match="unknown InfoGAN code 'cat1'"):
+        r.latent_with_codes(2, {"cat1": 0})
+
+
+def test_infogan_mutual_information_loss_decreases(tmp_path_factory):
+    run = tiny_run(
+        tmp_path_factory,
+        "infogan",
+        steps=150,
+        # Q learns faster than the paper's D rate allows in 150 steps; 1e-3 shows the trend quickly.
+        **{
+            "model.g_hidden": [128],
+            "model.d_hidden": [128],
+            "model.lr_d": 1e-3,
+            "train.log_every": 10,
+            "train.seed": 0,
+        },
+    )
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    mi = [r["loss/MI"] for r in rows if "loss/MI" in r]
+    assert len(mi) >= 10
+    assert mi[-1] < 0.5 * mi[0], f"loss/MI did not decrease: {mi[0]:.3f} -> {mi[-1]:.3f}"
+
+
+# --- sgan --------------------------------------------------------------------------------------
+
+
+def test_sgan_labelled_subset_is_balanced_and_classify_works(tmp_path_factory, capsys):
+    from ganforge.models.sgan import balanced_subset, classify
+
+    y = torch.arange(100) % 10
+    idx = balanced_subset(y, 23, 10, seed=0)
+    assert len(idx) == 23 and torch.bincount(y[idx], minlength=10).tolist() == [3, 3, 3] + [2] * 7
+    assert torch.equal(idx, balanced_subset(y, 23, 10, seed=0))
+    with pytest.raises(ConfigError, match="model.labels"):
+        balanced_subset(y, 5, 10, seed=0)
+    run = tiny_run(tmp_path_factory, "sgan", steps=2)
+    labels = classify(run, torch.rand(5, 1, 16, 16) * 2 - 1)
+    assert labels.shape == (5,) and labels.dtype == torch.int64 and labels.max() < 10
+    from PIL import Image
+
+    png = run / "digit.png"
+    Image.new("L", (28, 28), 0).save(png)  # any size: the command resizes to the run's 16x16
+    assert main(["classify", str(run), str(png)]) == 0
+    assert str(png) in capsys.readouterr().out
+
+
+# --- latent tools ------------------------------------------------------------------------------
+
+
+def test_slerp_keeps_norms_and_hits_the_endpoints():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(64, generator=g), torch.randn(64, generator=g)
+    b = b * a.norm() / b.norm()
+    t = torch.linspace(0, 1, 9)
+    path = slerp(a, b, t)
+    assert path.shape == (9, 64)
+    assert torch.allclose(path.norm(dim=1), a.norm().expand(9), rtol=1e-5)
+    assert torch.allclose(path[0], a, atol=1e-5) and torch.allclose(path[-1], b, atol=1e-5)
+    assert lerp(a, b, t)[4].norm() < a.norm() * 0.9  # the straight line cuts inside the sphere
+    # Parallel endpoints: no NaN, falls back to the straight line.
+    assert torch.allclose(slerp(a, 2 * a, 0.5), 1.5 * a, atol=1e-5)
+
+
+def test_latent_arithmetic_on_known_vectors():
+    za = torch.tensor([[1.0, 0.0], [3.0, 0.0]])  # mean (2, 0)
+    zb = torch.tensor([[0.0, 1.0]])
+    zc = torch.tensor([[0.0, 0.0], [0.0, 4.0], [3.0, 2.0]])  # mean (1, 2)
+    assert torch.equal(latent_arithmetic(za, zb, zc), torch.tensor([3.0, 1.0]))
+    assert parse_concept("label:7") == ("label", [7])
+    assert parse_concept("seeds:1,2") == parse_concept("1,2") == ("seeds", [1, 2])
+    with pytest.raises(ConfigError, match="label:K"):
+        parse_concept("cat")
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def test_cli_sample_with_label(cgan_run, tmp_path):
+    out = tmp_path / "s.png"
+    assert main(["sample", str(cgan_run), "--n", "4", "--label", "7", "--out", str(out)]) == 0
+    assert out.is_file()
+
+
+def test_cli_interpolate_writes_grid_and_gif(cgan_run, tmp_path):
+    out = tmp_path / "i.png"
+    assert main(["interpolate", str(cgan_run), "--steps", "4", "--rows", "2", "--out", str(out)]) == 0
+    assert out.is_file() and out.with_suffix(".gif").is_file()
+    assert main(["interpolate", str(cgan_run), "--mode", "lerp", "--label", "3", "--out", str(out)]) == 0
+
+
+def test_cli_traverse(cgan_run, infogan_run, tmp_path, capsys):
+    assert main(["traverse", str(cgan_run), "--rows", "2", "--out", str(tmp_path / "c.png")]) == 0
+    for code in ("cat0", "cont1"):
+        assert (
+            main(["traverse", str(infogan_run), "--code", code, "--out", str(tmp_path / f"{code}.png")]) == 0
+        )
+        assert (tmp_path / f"{code}.png").is_file()
+    assert main(["traverse", str(infogan_run), "--code", "cont9"]) == 2
+    assert "cat0, cont0, cont1" in capsys.readouterr().err
+
+
+def test_cli_arithmetic(cgan_run, infogan_run, tmp_path, capsys):
+    out = tmp_path / "a.png"
+    assert (
+        main(["arithmetic", str(infogan_run), "--a", "1,2,3", "--b", "4", "--c", "5,6", "--out", str(out)])
+        == 0
+    )
+    assert out.is_file()
+    assert main(["arithmetic", str(cgan_run), "--a", "label:1", "--b", "label:2", "--c", "label:3"]) == 0
+    assert main(["arithmetic", str(infogan_run), "--a", "label:1", "--b", "2", "--c", "3"]) == 2
+    assert "unconditional" in capsys.readouterr().err
