@@ -209,3 +209,22 @@ def test_full_disk_ends_with_a_clear_message_and_keeps_the_last_checkpoint(
     assert ck.latest_checkpoint(ckdir).name == "step_00000002.json"
     ck.load_checkpoint(ck.latest_checkpoint(ckdir))
     assert not list(ckdir.glob(".*.tmp")) and not (ckdir / "step_00000004.safetensors").exists()
+
+
+def test_permission_error_ends_with_a_clear_message(tmp_path, tiny_overrides, monkeypatch):
+    """Simulated: as root (where CI runs) chmod cannot take write access away."""
+    import errno
+
+    from ganforge.errors import GanforgeError
+    from ganforge.training import checkpoint as ck
+
+    def denied(tensors, path, metadata=None):
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr(ck, "save_file", denied)
+    data, over = tiny_overrides("gan", **{"train.checkpoint_every": 2})
+    with pytest.raises(
+        GanforgeError, match=r"cannot write to the run folder .*Permission denied.*no checkpoint"
+    ):
+        ganforge.train("gan", data, out=tmp_path / "r", steps=4, overrides=over, progress=False)
+    assert not list((tmp_path / "r" / "checkpoints").glob("*"))

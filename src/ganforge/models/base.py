@@ -144,7 +144,9 @@ class TwoPlayerRecipe(Recipe):
         with torch.no_grad():  # D's phase needs no graph through G
             fake = self.fake_batch(len(batch), batch.x.device, batch.y)
         # Real and fake go through D separately, so batch-norm statistics are per source (DCGAN).
-        real_logits, fake_logits = self.D(batch.x).float(), self.D(fake).float()
+        # A conditional D judges each image against its label: fakes carry the labels G was given.
+        real_logits = self.critic(batch.x, batch.y).float()
+        fake_logits = self.critic(fake, batch.y).float()
         loss = self.loss.d_loss(real_logits, fake_logits)
         report("loss/D", loss)
         report("D/real", torch.sigmoid(real_logits).mean())
@@ -153,6 +155,10 @@ class TwoPlayerRecipe(Recipe):
 
     def g_step(self, batch: Batch, report: Report) -> torch.Tensor:
         fake = self.fake_batch(len(batch), batch.x.device, batch.y)
-        loss = self.loss.g_loss(self.D(fake).float())
+        loss = self.loss.g_loss(self.critic(fake, batch.y).float())
         report("loss/G", loss)
         return loss
+
+    def critic(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """D's logits for x; conditional families override this to pass the labels."""
+        return self.D(x)

@@ -25,9 +25,9 @@ import torch
 import torch.nn as nn
 
 from ..config import require
-from ..data.base import Batch, DataSpec
+from ..data.base import DataSpec
 from ..nn.conditional import ConditionalDiscriminator, ConditionedGenerator
-from .base import Report, register_model
+from .base import register_model
 from .labelled import (
     LabelledConfig,
     LabelledRecipe,
@@ -79,20 +79,5 @@ class CGAN(LabelledRecipe):
     def discriminate(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.D(x, y).flatten()
 
-    def d_step(self, batch: Batch, report: Report) -> torch.Tensor:
-        with torch.no_grad():  # D's phase needs no graph through G
-            fake = self.fake_batch(len(batch), batch.x.device, batch.y)
-        # D judges each image against the label it came with: fakes carry the labels G was asked for.
-        real_logits = self.D(batch.x, batch.y).float()
-        fake_logits = self.D(fake, batch.y).float()
-        loss = self.loss.d_loss(real_logits, fake_logits)
-        report("loss/D", loss)
-        report("D/real", torch.sigmoid(real_logits).mean())
-        report("D/fake", torch.sigmoid(fake_logits).mean())
-        return loss
-
-    def g_step(self, batch: Batch, report: Report) -> torch.Tensor:
-        fake = self.fake_batch(len(batch), batch.x.device, batch.y)
-        loss = self.loss.g_loss(self.D(fake, batch.y).float())
-        report("loss/G", loss)
-        return loss
+    def critic(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.D(x, y)
