@@ -27,13 +27,12 @@ import torch.nn.functional as F
 
 from ..config import require
 from ..data.base import Batch, DataSpec
-from ..nn.conditional import ConditionedGenerator
 from .base import Report, register_model
 from .labelled import (
     LabelledConfig,
     LabelledRecipe,
+    build_conditioned_generator,
     build_feature_discriminator,
-    build_generator,
     require_labels,
 )
 
@@ -68,9 +67,7 @@ class ACGAN(LabelledRecipe):
     def __init__(self, config: ACGANConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
         self.num_classes = k = require_labels(spec, self.name)
-        inner = build_generator(config, spec, self.name, config.z_dim + config.embed_dim)
-        self.nets["G"] = ConditionedGenerator(inner, k, config.embed_dim)
-        nn.init.normal_(self.nets["G"].embed.weight)
+        self.nets["G"] = build_conditioned_generator(config, spec, self.name)
         # One linear layer on shared features: output 0 is the source logit, 1..K the class logits.
         self.nets["D"] = build_feature_discriminator(config, spec, self.name, 1 + k)
 

@@ -26,13 +26,13 @@ import torch.nn as nn
 
 from ..config import require
 from ..data.base import DataSpec
-from ..nn.conditional import ConditionalDiscriminator, ConditionedGenerator
+from ..nn.conditional import ConditionalDiscriminator
 from .base import register_model
 from .labelled import (
     LabelledConfig,
     LabelledRecipe,
+    build_conditioned_generator,
     build_feature_discriminator,
-    build_generator,
     require_labels,
 )
 
@@ -66,9 +66,7 @@ class CGAN(LabelledRecipe):
     def __init__(self, config: CGANConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
         k = require_labels(spec, self.name)
-        inner = build_generator(config, spec, self.name, config.z_dim + config.embed_dim)
-        self.nets["G"] = ConditionedGenerator(inner, k, config.embed_dim)
-        nn.init.normal_(self.nets["G"].embed.weight)  # unit-scale codes, like the N(0, 1) noise beside them
+        self.nets["G"] = build_conditioned_generator(config, spec, self.name)
         extra = k if config.d_conditioning == "concat" else 0
         body = build_feature_discriminator(config, spec, self.name, 1, extra_in=extra)
         self.nets["D"] = ConditionalDiscriminator(body, k, config.d_conditioning, self.backbone == "dcgan")

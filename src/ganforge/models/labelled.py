@@ -17,7 +17,7 @@ import torch.nn as nn
 from ..data.base import DataSpec
 from ..errors import ConfigError
 from ..nn import dcgan_init
-from ..nn.conditional import FeatureDiscriminator
+from ..nn.conditional import ConditionedGenerator, FeatureDiscriminator
 from .backbones import BackboneConfig, require_schedule, resolve_backbone
 from .base import Phase, TwoPlayerRecipe
 from .dcgan import DCGANDiscriminator, DCGANGenerator, DNorm
@@ -100,6 +100,15 @@ def build_feature_discriminator(
     )
     dcgan_init(D)
     return D
+
+
+def build_conditioned_generator(config: Any, spec: DataSpec, model: str) -> nn.Module:
+    """``G(z, y) = backbone([z, embed(y)])`` with a unit-scale label embedding, like the N(0, 1) noise
+    beside it (cGAN and AC-GAN; ``config`` needs ``z_dim`` and ``embed_dim``)."""
+    inner = build_generator(config, spec, model, config.z_dim + config.embed_dim)
+    G = ConditionedGenerator(inner, require_labels(spec, model), config.embed_dim)
+    nn.init.normal_(G.embed.weight)
+    return G
 
 
 class LabelledRecipe(TwoPlayerRecipe):
