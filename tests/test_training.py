@@ -228,3 +228,31 @@ def test_permission_error_ends_with_a_clear_message(tmp_path, tiny_overrides, mo
     ):
         ganforge.train("gan", data, out=tmp_path / "r", steps=4, overrides=over, progress=False)
     assert not list((tmp_path / "r" / "checkpoints").glob("*"))
+
+
+def test_setup_error_leaves_no_folder_and_keeps_the_run_overwrite_would_replace(tmp_path, tiny_overrides):
+    from ganforge.errors import DataError
+
+    data, over = tiny_overrides("gan")
+    with pytest.raises(DataError, match="batch size"):
+        ganforge.train(
+            "gan",
+            data,
+            out=tmp_path / "new",
+            steps=1,
+            overrides=[*over, ("batch_size", 10**6)],
+            progress=False,
+        )
+    assert not (tmp_path / "new").exists()
+    run = ganforge.train("gan", data, out=tmp_path / "old", steps=1, overrides=over, progress=False)
+    with pytest.raises(DataError, match="batch size"):
+        ganforge.train(
+            "gan",
+            data,
+            out=run,
+            steps=1,
+            overwrite=True,
+            overrides=[*over, ("batch_size", 10**6)],
+            progress=False,
+        )
+    assert (run / "checkpoints" / "step_00000001.json").is_file()  # the old run is intact

@@ -54,7 +54,7 @@ def train(
     given again must equal the saved ones. ``resume="auto"`` starts the run in ``out`` when there is
     none yet, so one command can be restarted until the run is done.
     """
-    from .training.loop import Training, prepare_out_dir
+    from .training.loop import Training, choose_out_dir, claim_out_dir
 
     items = list(overrides.items()) if isinstance(overrides, dict) else list(overrides or [])
     flags = {"steps": steps, "kimg": kimg, "minutes": minutes, "seed": seed}
@@ -92,10 +92,12 @@ def train(
             run_dir = Path(out)
             if run_dir.exists() and any(not p.name.startswith(".") for p in run_dir.iterdir()):
                 raise ConfigError(f"{run_dir} is not empty and holds no ganforge run; choose another --out")
-            run_dir.mkdir(parents=True, exist_ok=True)
+            training = Training(cfg, run_dir)
+            claim_out_dir(run_dir, overwrite=False)
         else:
-            run_dir = prepare_out_dir(Path(out or f"runs/{model}-{data.split(':')[0]}"), overwrite)
-        training = Training(cfg, run_dir)
+            run_dir = choose_out_dir(Path(out or f"runs/{model}-{data.split(':')[0]}"), overwrite)
+            training = Training(cfg, run_dir)
+            claim_out_dir(run_dir, overwrite)
     ckpt.write_json_atomic(run_dir / "config.json", cfg.to_dict())
     training.run(progress=progress)
     return run_dir

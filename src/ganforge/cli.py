@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -370,6 +371,8 @@ def cmd_datasets(a: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
+    # Warnings (skipped files, rollbacks) are for people: one line each, without Python's source echo.
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"ganforge: warning: {message}\n"
     if a.cmd is None:
         parser.print_help()
         return 2

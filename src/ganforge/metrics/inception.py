@@ -394,7 +394,7 @@ def missing_weights_message() -> str:
     return (
         f"FID Inception weights not found: download {FID_WEIGHTS_URL} and save it as "
         f"{default_cache_dir() / FID_WEIGHTS_NAME} (or set {ENV_VAR}=/path/to/{FID_WEIGHTS_NAME} or a "
-        f".safetensors copy, or pass the path explicitly)"
+        f".safetensors copy, or pass --inception-weights FILE to ganforge eval)"
     )
 
 

@@ -34,20 +34,30 @@ from .stats import Stats
 FIXED_NOISE_OFFSET = 1_000_003  # fixed sample noise never shares a stream with training noise
 
 
-def prepare_out_dir(out: Path, overwrite: bool) -> Path:
-    """Never write into an existing run by accident: overwrite only when asked, else number the name."""
+def choose_out_dir(out: Path, overwrite: bool) -> Path:
+    """Where a new run goes; never an existing run by accident: overwrite only when asked, else number
+    the name. Nothing is created or deleted here (see :func:`claim_out_dir`)."""
     if out.exists() and any(out.iterdir()):
         if overwrite:
             if not (out / "config.json").is_file():
                 raise ConfigError(f"{out} exists and is not a ganforge run folder; refusing to delete it")
-            shutil.rmtree(out)
-        else:
-            i = 1
-            while (out.parent / f"{out.name}-{i}").exists():
-                i += 1
-            out = out.parent / f"{out.name}-{i}"
-    out.mkdir(parents=True, exist_ok=True)
+            return out
+        i = 1
+        while (out.parent / f"{out.name}-{i}").exists():
+            i += 1
+        out = out.parent / f"{out.name}-{i}"
     return out
+
+
+def claim_out_dir(out: Path, overwrite: bool) -> None:
+    """Create the run folder, replacing an old run there only when overwriting was asked for.
+
+    Called once the run is set up (data loaded, networks built), so a setup error leaves nothing
+    behind and never deletes the run that ``--overwrite`` would have replaced.
+    """
+    if overwrite and out.exists() and (out / "config.json").is_file():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 class Training:
