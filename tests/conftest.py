@@ -12,74 +12,27 @@ torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Tiny settings per model for tests: (data name, overrides).
+# A 16x16 DCGAN-style net on 256 MNIST digits, and a small MLP on toy data.
+TINY_CONV = {
+    "data.resolution": 16,
+    "data.limit": 256,
+    "model.ngf": 8,
+    "model.ndf": 8,
+    "model.z_dim": 16,
+    "train.batch_size": 16,
+}
+TINY_MLP = {"model.z_dim": 8, "model.g_hidden": [16, 16], "model.d_hidden": [16, 16], "train.batch_size": 32}
+
 TINY = {
     "gan": ("gauss1d", {"model.g_hidden": [16, 16], "model.d_hidden": [16, 16], "train.batch_size": 32}),
-    "dcgan": (
-        "mnist5k",
-        {
-            "data.resolution": 16,
-            "data.limit": 256,
-            "model.ngf": 8,
-            "model.ndf": 8,
-            "model.z_dim": 16,
-            "train.batch_size": 16,
-        },
-    ),
-    "wgan": (
-        "gauss1d",
-        {"model.z_dim": 8, "model.g_hidden": [16, 16], "model.d_hidden": [16, 16], "train.batch_size": 32},
-    ),
-    "wgan-gp": (
-        "mnist5k",
-        {
-            "data.resolution": 16,
-            "data.limit": 256,
-            "model.ngf": 8,
-            "model.ndf": 8,
-            "model.z_dim": 16,
-            "train.batch_size": 16,
-        },
-    ),
-    "lsgan": (
-        "ring8",
-        {"model.z_dim": 8, "model.g_hidden": [16, 16], "model.d_hidden": [16, 16], "train.batch_size": 32},
-    ),
-    "sngan": (
-        "mnist5k",
-        {
-            "data.resolution": 16,
-            "data.limit": 256,
-            "model.ngf": 8,
-            "model.ndf": 8,
-            "model.z_dim": 16,
-            "train.batch_size": 16,
-        },
-    ),
+    "dcgan": ("mnist5k", TINY_CONV),
+    "wgan": ("gauss1d", TINY_MLP),
+    "wgan-gp": ("mnist5k", TINY_CONV),
+    "lsgan": ("ring8", TINY_MLP),
+    "sngan": ("mnist5k", TINY_CONV),
     # Label-aware families (models/cgan.py, acgan.py, infogan.py, sgan.py).
-    "cgan": (
-        "mnist5k",
-        {
-            "data.resolution": 16,
-            "data.limit": 256,
-            "model.ngf": 8,
-            "model.ndf": 8,
-            "model.z_dim": 16,
-            "model.embed_dim": 4,
-            "train.batch_size": 16,
-        },
-    ),
-    "acgan": (
-        "mnist5k",
-        {
-            "data.resolution": 16,
-            "data.limit": 256,
-            "model.ngf": 8,
-            "model.ndf": 8,
-            "model.z_dim": 16,
-            "model.embed_dim": 4,
-            "train.batch_size": 16,
-        },
-    ),
+    "cgan": ("mnist5k", {**TINY_CONV, "model.embed_dim": 4}),
+    "acgan": ("mnist5k", {**TINY_CONV, "model.embed_dim": 4}),
     "infogan": (
         "digits",
         {
@@ -92,18 +45,7 @@ TINY = {
             "train.batch_size": 32,
         },
     ),
-    "sgan": (
-        "mnist5k",
-        {
-            "data.resolution": 16,
-            "data.limit": 256,
-            "model.ngf": 8,
-            "model.ndf": 8,
-            "model.z_dim": 16,
-            "model.labels": 20,
-            "train.batch_size": 16,
-        },
-    ),
+    "sgan": ("mnist5k", {**TINY_CONV, "model.labels": 20}),
 }
 
 QUIET = {"train.tensorboard": False, "train.log_every": 2, "train.sample_every": 0, "train.threads": 1}

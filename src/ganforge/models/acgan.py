@@ -29,7 +29,7 @@ from ..config import require
 from ..data.base import Batch, DataSpec
 from .base import Report, register_model
 from .labelled import (
-    LabelledConfig,
+    EmbeddingConfig,
     LabelledRecipe,
     build_conditioned_generator,
     build_feature_discriminator,
@@ -38,22 +38,20 @@ from .labelled import (
 
 
 @dataclass
-class ACGANConfig(LabelledConfig):
-    """Settings of AC-GAN, plus the backbone and Adam settings of :class:`LabelledConfig`.
+class ACGANConfig(EmbeddingConfig):
+    """Settings of AC-GAN, plus the backbone, Adam and embedding settings of
+    :class:`~ganforge.models.labelled.EmbeddingConfig`.
 
     Args:
-        embed_dim: width of G's class embedding.
         class_weight: weight of the class loss relative to the source loss (1 in Eq. 2-3).
         loss: the source loss.
     """
 
-    embed_dim: int = 16
     class_weight: float = 1.0
     loss: Literal["nonsaturating", "minimax"] = "nonsaturating"
 
     def validate(self) -> None:
         super().validate()
-        require(self.embed_dim >= 1, "model.embed_dim", f"must be >= 1, got {self.embed_dim}")
         require(self.class_weight >= 0, "model.class_weight", f"must be >= 0, got {self.class_weight}")
 
 

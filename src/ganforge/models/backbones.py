@@ -74,6 +74,25 @@ def require_schedule(
         require(all(0 <= b < 1 for b in betas), "model.betas", f"must be in [0, 1), got {betas}")
 
 
+@dataclass
+class AdamScheduleConfig(BackboneConfig):
+    """Backbone settings plus an Adam schedule; defaults are DCGAN's (2e-4, (0.5, 0.999), one D step).
+
+    Args:
+        n_critic: D updates per G update.
+        lr_g / lr_d / betas: Adam settings.
+    """
+
+    n_critic: int = 1
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+
+    def validate(self) -> None:
+        super().validate()
+        require_schedule(self.n_critic, self.lr_g, self.lr_d, self.betas)
+
+
 def resolve_backbone(choice: Backbone, spec: DataSpec) -> Literal["mlp", "dcgan"]:
     if choice == "auto":
         return "dcgan" if spec.kind == "image" else "mlp"

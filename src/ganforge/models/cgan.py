@@ -24,12 +24,11 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from ..config import require
 from ..data.base import DataSpec
 from ..nn.conditional import ConditionalDiscriminator
 from .base import register_model
 from .labelled import (
-    LabelledConfig,
+    EmbeddingConfig,
     LabelledRecipe,
     build_conditioned_generator,
     build_feature_discriminator,
@@ -38,22 +37,17 @@ from .labelled import (
 
 
 @dataclass
-class CGANConfig(LabelledConfig):
-    """Settings of the conditional GAN, plus the backbone and Adam settings of :class:`LabelledConfig`.
+class CGANConfig(EmbeddingConfig):
+    """Settings of the conditional GAN, plus the backbone, Adam and embedding settings of
+    :class:`~ganforge.models.labelled.EmbeddingConfig`.
 
     Args:
         d_conditioning: ``concat`` (Mirza & Osindero 2014) or ``projection`` (Miyato & Koyama 2018).
-        embed_dim: width of G's label embedding.
         loss: adversarial loss; ``hinge`` is what Miyato & Koyama train the projection D with.
     """
 
     d_conditioning: Literal["concat", "projection"] = "concat"
-    embed_dim: int = 16
     loss: Literal["nonsaturating", "minimax", "hinge"] = "nonsaturating"
-
-    def validate(self) -> None:
-        super().validate()
-        require(self.embed_dim >= 1, "model.embed_dim", f"must be >= 1, got {self.embed_dim}")
 
 
 @register_model

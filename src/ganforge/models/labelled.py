@@ -14,33 +14,35 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..config import require
 from ..data.base import DataSpec
 from ..errors import ConfigError
 from ..nn import dcgan_init
 from ..nn.conditional import ConditionedGenerator, FeatureDiscriminator
-from .backbones import BackboneConfig, require_schedule, resolve_backbone
+from .backbones import AdamScheduleConfig, BackboneConfig, resolve_backbone
 from .base import Phase, TwoPlayerRecipe
 from .dcgan import DCGANDiscriminator, DCGANGenerator, DNorm
 from .gan import MLPGenerator
 
 
 @dataclass
-class LabelledConfig(BackboneConfig):
-    """Backbone settings plus the Adam schedule these families share (DCGAN's: 2e-4, (0.5, 0.999)).
+class LabelledConfig(AdamScheduleConfig):
+    """Backbone settings plus the Adam schedule these families share (DCGAN's: 2e-4, (0.5, 0.999))."""
+
+
+@dataclass
+class EmbeddingConfig(LabelledConfig):
+    """:class:`LabelledConfig` plus the width of G's label embedding (cGAN, AC-GAN).
 
     Args:
-        n_critic: D steps per G step.
-        lr_g / lr_d / betas: Adam settings.
+        embed_dim: width of G's label embedding.
     """
 
-    n_critic: int = 1
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
+    embed_dim: int = 16
 
     def validate(self) -> None:
         super().validate()
-        require_schedule(self.n_critic, self.lr_g, self.lr_d, self.betas)
+        require(self.embed_dim >= 1, "model.embed_dim", f"must be >= 1, got {self.embed_dim}")
 
 
 def require_labels(spec: DataSpec, model: str) -> int:

@@ -18,29 +18,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .backbones import BackboneConfig, BackboneRecipe, require_schedule
+from .backbones import AdamScheduleConfig, BackboneRecipe
 from .base import register_model
 
 
 @dataclass
-class LSGANConfig(BackboneConfig):
-    """Settings of LSGAN, plus the network settings of
-    :class:`~ganforge.models.backbones.BackboneConfig`.
-
-    Args:
-        n_critic: D updates per G update (1).
-        lr_g / lr_d, betas: Adam settings (2e-4, (0.5, 0.999); DCGAN's).
+class LSGANConfig(AdamScheduleConfig):
+    """Settings of LSGAN: the network and Adam settings of
+    :class:`~ganforge.models.backbones.AdamScheduleConfig`, with its defaults (DCGAN's: 2e-4,
+    (0.5, 0.999), one D update per G update).
     """
 
     loss: ClassVar[str] = "lsgan"
-    n_critic: int = 1
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
-
-    def validate(self) -> None:
-        super().validate()
-        require_schedule(self.n_critic, self.lr_g, self.lr_d, self.betas)
 
 
 @register_model

@@ -22,12 +22,12 @@ from typing import Literal
 from ..config import require
 from ..data.base import DataSpec
 from ..nn import apply_spectral_norm
-from .backbones import BackboneConfig, BackboneRecipe, require_schedule
+from .backbones import AdamScheduleConfig, BackboneRecipe
 from .base import register_model
 
 
 @dataclass
-class SNGANConfig(BackboneConfig):
+class SNGANConfig(AdamScheduleConfig):
     """Settings of SNGAN, plus the network settings of
     :class:`~ganforge.models.backbones.BackboneConfig`.
 
@@ -39,15 +39,10 @@ class SNGANConfig(BackboneConfig):
     """
 
     loss: Literal["hinge", "nonsaturating"] = "hinge"
-    n_critic: int = 1
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
     power_iterations: int = 1
 
     def validate(self) -> None:
         super().validate()
-        require_schedule(self.n_critic, self.lr_g, self.lr_d, self.betas)
         require(self.power_iterations >= 1, "model.power_iterations", "must be >= 1")
 
 

@@ -25,12 +25,12 @@ import torch
 from ..config import require
 from ..data.base import DataSpec
 from ..objectives import gradient_penalty
-from .backbones import BackboneConfig, BackboneRecipe, require_schedule
+from .backbones import AdamScheduleConfig, BackboneRecipe
 from .base import Report, register_model
 
 
 @dataclass
-class WGANGPConfig(BackboneConfig):
+class WGANGPConfig(AdamScheduleConfig):
     """Settings of WGAN-GP (defaults: Gulrajani et al. 2017, Algorithm 1), plus the network settings of
     :class:`~ganforge.models.backbones.BackboneConfig`.
 
@@ -53,7 +53,6 @@ class WGANGPConfig(BackboneConfig):
 
     def validate(self) -> None:
         super().validate()
-        require_schedule(self.n_critic, self.lr_g, self.lr_d, self.betas)
         require(self.gp_weight >= 0, "model.gp_weight", f"must be >= 0, got {self.gp_weight}")
         require(self.drift >= 0, "model.drift", f"must be >= 0, got {self.drift}")
 
