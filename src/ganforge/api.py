@@ -11,6 +11,7 @@ import torch
 
 from .errors import CheckpointError, ConfigError
 from .models import MODELS, Recipe
+from .techniques import build_recipe
 from .training import checkpoint as ckpt
 from .training.config import SECTIONS, RunConfig, build_config, resolve_key
 from .training.loop import truncate_metrics
@@ -222,7 +223,7 @@ def load(
     if json_path.suffix == ".safetensors":
         json_path = json_path.with_suffix(".json")
     tensors, record = ckpt.load_checkpoint(json_path)
-    recipe = MODELS.get(cfg.model_name)(cfg.model, cfg.spec)
+    recipe = build_recipe(cfg.model_name, cfg.model, cfg.spec, cfg.tech)
     prefix = "G_ema" if ema and any(k.startswith("G_ema.") for k in tensors) else "G"
     ckpt.load_module(prefix, recipe.G, tensors, json_path.name)
     dev = torch.device(device)

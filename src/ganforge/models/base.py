@@ -58,6 +58,10 @@ class Recipe:
     supports: ClassVar[tuple[str, ...]] = ("image", "vector")
     # True when G and D take class labels (cGAN, ACGAN, ...); the loop then feeds labels to sampling.
     conditional: ClassVar[bool] = False
+    # True for the unconditional two-player families the ``tech.*`` switches apply to.
+    techniques: ClassVar[bool] = False
+    # The training step being run, set by the loop (for step-dependent schedules).
+    step: int = 0
 
     def __init__(self, config: Any, spec: DataSpec) -> None:
         self.config = config

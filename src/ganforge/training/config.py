@@ -18,6 +18,7 @@ from ..config import fields_of, from_dict, parse_value, require, to_dict
 from ..data.base import DataConfig, DataSpec
 from ..errors import ConfigError
 from ..models import MODELS
+from ..techniques.config import TechConfig
 
 
 @dataclass
@@ -123,7 +124,7 @@ class TrainConfig:
         return self.steps
 
 
-SECTIONS = ("model", "data", "train")
+SECTIONS = ("model", "data", "train", "tech")
 
 
 @dataclass
@@ -132,6 +133,7 @@ class RunConfig:
     model: Any
     data: DataConfig
     train: TrainConfig
+    tech: TechConfig = field(default_factory=TechConfig)
     spec: DataSpec | None = None  # filled once the data is loaded
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -146,12 +148,16 @@ class RunConfig:
             "model": {"name": self.model_name, **to_dict(self.model)},
             "data": data,
             "train": to_dict(self.train),
+            "tech": to_dict(self.tech),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        if not isinstance(d, dict) or not all(isinstance(d.get(s), dict) for s in SECTIONS):
+        # "tech" is optional: runs from before the techniques existed have none.
+        if not isinstance(d, dict) or not all(isinstance(d.get(s), dict) for s in SECTIONS[:3]):
             raise ConfigError("config.json must hold 'model', 'data' and 'train' objects; re-create the run")
+        if not isinstance(d.get("tech", {}), dict):
+            raise ConfigError("config.json: 'tech' must be an object; re-create the run")
         model = dict(d["model"])
         name = model.pop("name", None)
         if not isinstance(name, str):
@@ -164,6 +170,7 @@ class RunConfig:
             model=from_dict(recipe.Config, model, "model"),
             data=from_dict(DataConfig, data, "data"),
             train=from_dict(TrainConfig, dict(d["train"]), "train"),
+            tech=from_dict(TechConfig, dict(d.get("tech", {})), "tech"),
             spec=DataSpec.from_dict(spec) if spec is not None else None,
             command=str(d.get("command", "")),
         )
@@ -174,6 +181,7 @@ def section_schemas(model_name: str) -> dict[str, dict[str, Any]]:
         "model": fields_of(MODELS.get(model_name).Config),
         "data": fields_of(DataConfig),
         "train": fields_of(TrainConfig),
+        "tech": fields_of(TechConfig),
     }
 
 
@@ -183,7 +191,7 @@ def resolve_key(model_name: str, key: str) -> tuple[str, str]:
     if "." in key:
         section, _, name = key.partition(".")
         if section not in schemas:
-            raise ConfigError(f"unknown config section {section!r} in {key!r}; use model., data. or train.")
+            raise ConfigError(f"unknown config section {section!r} in {key!r}; use model., data., train. or tech.")
         if name not in schemas[section]:
             hint = difflib.get_close_matches(name, schemas[section], n=1)
             did = f" (did you mean {section}.{hint[0]}?)" if hint else ""
@@ -245,5 +253,6 @@ def build_config(
         model=from_dict(recipe.Config, layers["model"], "model"),
         data=from_dict(DataConfig, layers["data"], "data"),
         train=from_dict(TrainConfig, layers["train"], "train"),
+        tech=from_dict(TechConfig, layers["tech"], "tech"),
         command=command,
     )

@@ -25,6 +25,7 @@ import torch
 from ..data import BatchSampler, InMemoryDataset, load_dataset
 from ..errors import CheckpointError, ConfigError, DivergenceError, GanforgeError
 from ..models import MODELS, Recipe
+from ..techniques import build_recipe
 from . import checkpoint as ckpt
 from .config import RunConfig
 from .ema import EMA
@@ -81,16 +82,19 @@ class Training:
                 f"it supports: {', '.join(recipe_cls.supports)}"
             )
         fmt = torch.channels_last if t.channels_last and self.data.spec.kind == "image" else None
-        self.recipe: Recipe = recipe_cls(cfg.model, self.data.spec).to(self.device, memory_format=fmt)
+        self.recipe: Recipe = build_recipe(cfg.model_name, cfg.model, self.data.spec, cfg.tech)
+        self.recipe.to(self.device, memory_format=fmt)
         if hasattr(self.recipe, "attach_data"):  # recipes that keep data of their own (sgan's labelled set)
             self.recipe.attach_data(self.data)
+        self.sampler = BatchSampler(self.data, t.batch_size, t.seed)
+        if hasattr(self.recipe, "attach_sampler"):  # techniques that draw extra batches (unrolled D)
+            self.recipe.attach_sampler(self.sampler)
         if fmt is not None:
             self.data.x = self.data.x.contiguous(memory_format=fmt)
         self.opts = self.recipe.make_optimizers()
         self.scalers = {k: make_scaler(self.device, self.precision) for k in self.opts}
         self.phases = self.recipe.phases()
         self.ema = EMA(self.recipe.G, t.ema_kimg, t.ema_rampup) if t.ema else None
-        self.sampler = BatchSampler(self.data, t.batch_size, t.seed)
         self.stats = Stats()
 
         g = torch.Generator().manual_seed(t.seed + FIXED_NOISE_OFFSET)
@@ -219,6 +223,7 @@ class Training:
     def train_step(self) -> None:
         """One step: every phase of the recipe (D x n_critic, G, ...), then the EMA update."""
         t = self.cfg.train
+        self.recipe.step = self.step  # step-dependent schedules (annealed instance noise)
         for phase in self.phases:
             if self.step % phase.every:
                 continue
@@ -250,6 +255,10 @@ class Training:
         flags = []
         for net in self.recipe.nets.values():
             tensors = [p for p in net.parameters()] + [p.grad for p in net.parameters() if p.grad is not None]
+            tensors += [b for b in net.buffers() if b.is_floating_point()]
+            if not tensors:
+                flags.append(torch.ones((), dtype=torch.bool, device=self.device))
+                continue
             flags.append(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
         ok = torch.stack(flags).cpu().tolist()
         return [name for name, good in zip(self.recipe.nets, ok) if not good]
