@@ -143,6 +143,7 @@ class BackboneRecipe(TwoPlayerRecipe):
     ``W/estimate`` = E[D(x)] - E[D(G(z))], the critic's estimate of the Earth-Mover distance.
     """
 
+    techniques = True
     # A constraint re-applied after every D optimiser step (WGAN's weight clipping); None: nothing.
     after_d_step: Callable[[], None] | None = None
 

@@ -146,6 +146,7 @@ class DCGAN(TwoPlayerRecipe):
     name = "dcgan"
     summary = "deep convolutional GAN; depth from the data's resolution (Radford et al. 2016)"
     Config = DCGANConfig
+    techniques = True
     supports = ("image",)
     presets = {
         # The README's main job: MNIST-5k padded to 32x32 on 2 CPU cores in bf16, about 5-6 minutes.

@@ -79,6 +79,7 @@ class GAN(TwoPlayerRecipe):
     name = "gan"
     summary = "original GAN with MLP G and D, for toy data and flattened images (Goodfellow et al. 2014)"
     Config = GANConfig
+    techniques = True
     presets = {
         # Larger nets for 28x28 digits, as in the common MNIST MLP baselines.
         "mnist": {

@@ -22,14 +22,18 @@ Critic = Callable[[torch.Tensor], torch.Tensor]
 
 
 def input_gradient(D: Critic, x: torch.Tensor) -> torch.Tensor:
-    """grad_x D(x) per sample, flattened to (N, -1), in float32 and differentiable (create_graph)."""
+    """grad_x D(x) per output of D, flattened, in float32 and differentiable (create_graph).
+
+    One row per output: (N, -1) for an ordinary critic; a PacGAN critic judges packs of m
+    consecutive samples, so its rows hold the gradient with respect to a whole pack.
+    """
     # A fresh leaf: the caller's tensor may be part of another graph (a generator sample) or not
     # require grad at all (real data); the gradient we want is with respect to this point only.
     x = x.detach().float().requires_grad_(True)
     with torch.autocast(x.device.type, enabled=False):
         out = D(x).float()
     (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-    return grad.flatten(1)
+    return grad.reshape(out.shape[0], -1)
 
 
 def gradient_penalty(D: Critic, real: torch.Tensor, fake: torch.Tensor, weight: float = 10.0) -> torch.Tensor:

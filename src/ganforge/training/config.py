@@ -53,6 +53,8 @@ class TrainConfig:
             multiplied by ``rollback_lr_factor``, at most ``max_rollbacks`` times, logging each rollback.
         best_metric: which result picks the best checkpoint (default: the first metric; for ``modes``,
             modes_covered).
+        sync_bn: under torchrun with several GPUs, batch norm statistics over the global batch
+            (SyncBatchNorm) instead of each process's slice; needs CUDA; no effect in one process.
     """
 
     batch_size: int = 64
@@ -81,6 +83,7 @@ class TrainConfig:
     on_divergence: Literal["stop", "rollback"] = "stop"
     rollback_lr_factor: float = 0.5
     max_rollbacks: int = 3
+    sync_bn: bool = False
 
     def validate(self) -> None:
         require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
@@ -248,7 +251,7 @@ def build_config(
             raise ConfigError("choose the dataset with --data NAME, not --set data.name")
         layers[section][name] = value
     layers["data"]["name"] = data_name
-    return RunConfig(
+    cfg = RunConfig(
         model_name=model_name,
         model=from_dict(recipe.Config, layers["model"], "model"),
         data=from_dict(DataConfig, layers["data"], "data"),
@@ -256,3 +259,9 @@ def build_config(
         tech=from_dict(TechConfig, layers["tech"], "tech"),
         command=command,
     )
+    if cfg.train.batch_size % cfg.tech.pack:
+        raise ConfigError(
+            f"tech.pack={cfg.tech.pack} needs a batch_size divisible by it, got {cfg.train.batch_size}; "
+            f"use e.g. --set batch_size={cfg.train.batch_size - cfg.train.batch_size % cfg.tech.pack or cfg.tech.pack}"
+        )
+    return cfg
