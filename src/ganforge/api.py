@@ -99,7 +99,8 @@ def train(
             run_dir = choose_out_dir(Path(out or f"runs/{model}-{data.split(':')[0]}"), overwrite)
             training = Training(cfg, run_dir)
             claim_out_dir(run_dir, overwrite)
-    ckpt.write_json_atomic(run_dir / "config.json", cfg.to_dict())
+    if training.dist.main:  # under torchrun, rank 0 alone writes the run folder
+        ckpt.write_json_atomic(run_dir / "config.json", cfg.to_dict())
     training.run(progress=progress)
     return run_dir
 

@@ -177,6 +177,10 @@ def cmd_train(a: argparse.Namespace) -> int:
         command=command,
         dry_run=a.dry_run,
     )
+    from .training.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun, rank 0 reports for all processes
+        return 0
     if a.dry_run:
         print(json.dumps(result.to_dict(), indent=2))
         return 0

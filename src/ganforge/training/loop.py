@@ -22,11 +22,12 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from ..data import BatchSampler, InMemoryDataset, load_dataset
+from ..data import InMemoryDataset, load_dataset
 from ..errors import CheckpointError, ConfigError, DivergenceError, GanforgeError
 from ..models import MODELS, Recipe
 from ..techniques import build_recipe
 from . import checkpoint as ckpt
+from . import distributed
 from .config import RunConfig
 from .ema import EMA
 from .precision import autocast, make_scaler, resolve_device, resolve_precision
@@ -54,8 +55,11 @@ def claim_out_dir(out: Path, overwrite: bool) -> None:
     """Create the run folder, replacing an old run there only when overwriting was asked for.
 
     Called once the run is set up (data loaded, networks built), so a setup error leaves nothing
-    behind and never deletes the run that ``--overwrite`` would have replaced.
+    behind and never deletes the run that ``--overwrite`` would have replaced. Under torchrun only
+    rank 0 touches the folder.
     """
+    if not distributed.is_main_process():
+        return
     if overwrite and out.exists() and (out / "config.json").is_file():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -70,6 +74,8 @@ class Training:
         if t.threads is not None:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(t.device)
+        self.dist = distributed.setup(cfg, self.device)  # torchrun: join the group, take cuda:LOCAL_RANK
+        self.device = self.dist.device
         self.precision = resolve_precision(t.precision, self.device)
         torch.manual_seed(t.seed)
 
@@ -84,14 +90,18 @@ class Training:
         fmt = torch.channels_last if t.channels_last and self.data.spec.kind == "image" else None
         self.recipe: Recipe = build_recipe(cfg.model_name, cfg.model, self.data.spec, cfg.tech)
         self.recipe.to(self.device, memory_format=fmt)
+        distributed.prepare_nets(self.recipe, self.dist, t.sync_bn)
+        distributed.shard_latent(self.recipe, self.dist)
         if hasattr(self.recipe, "attach_data"):  # recipes that keep data of their own (sgan's labelled set)
             self.recipe.attach_data(self.data)
-        self.sampler = BatchSampler(self.data, t.batch_size, t.seed)
+        self.sampler = distributed.make_sampler(self.data, t.batch_size, t.seed, self.dist)
         if hasattr(self.recipe, "attach_sampler"):  # techniques that draw extra batches (unrolled D)
             self.recipe.attach_sampler(self.sampler)
         if fmt is not None:
             self.data.x = self.data.x.contiguous(memory_format=fmt)
         self.opts = self.recipe.make_optimizers()
+        # What each optimiser steps, in a fixed order: the gradients averaged over processes.
+        self.opt_params = {k: [p for g in o.param_groups for p in g["params"]] for k, o in self.opts.items()}
         self.scalers = {k: make_scaler(self.device, self.precision) for k in self.opts}
         self.phases = self.recipe.phases()
         self.ema = EMA(self.recipe.G, t.ema_kimg, t.ema_rampup) if t.ema else None
@@ -107,6 +117,8 @@ class Training:
         self.rollbacks = 0
         self.images_seen = 0
         self.elapsed = 0.0  # training seconds over all segments of a resumed run
+        # All processes have read the run folder's state (api.train) before rank 0 may create or change it.
+        self.dist.barrier()
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self, progress: bool = True, stream: TextIO | None = None) -> dict[str, Any]:
@@ -118,8 +130,9 @@ class Training:
         if budget_images is not None:
             by_images = math.ceil(budget_images / t.batch_size)
             total = by_images if total is None else min(total, by_images)
-        bar = _progress_bar(total, self.step, progress, stream)
-        writer = _tensorboard(self.dir / "tb") if t.tensorboard else None
+        main = self.dist.main  # rank 0 alone shows progress and writes the run folder
+        bar = _progress_bar(total, self.step, progress and main, stream)
+        writer = _tensorboard(self.dir / "tb") if t.tensorboard and main else None
 
         stopped_by = "steps"
         t_start = time.perf_counter() - self.elapsed
@@ -132,9 +145,17 @@ class Training:
         # the way out is a whole step; a second Ctrl-C stops at once and writes no checkpoint.
         interrupted = {"soft": False}
         previous_handler = _install_sigint(interrupted)
+        out_of_memory = False
         try:
             while True:
-                if interrupted["soft"]:
+                soft = interrupted["soft"]
+                late = budget_seconds is not None and time.perf_counter() - t_start >= budget_seconds
+                if self.dist.enabled:
+                    # Signals and clocks differ between processes, which must all stop at the same step:
+                    # they agree once per logging period (a collective every step would sync every step).
+                    why = self.dist.max(2 * soft + late) if self.step % t.log_every == 0 else 0
+                    soft, late = why >= 2, why % 2 == 1
+                if soft:
                     stopped_by = "interrupt"
                     break
                 if budget_steps is not None and self.step >= budget_steps:
@@ -143,11 +164,16 @@ class Training:
                 if budget_images is not None and self.images_seen >= budget_images:
                     stopped_by = "kimg"
                     break
-                if budget_seconds is not None and time.perf_counter() - t_start >= budget_seconds:
+                if late:
                     stopped_by = "minutes"
                     break
 
-                self.train_step()
+                try:
+                    self.train_step()
+                except torch.OutOfMemoryError:
+                    # Handled below, once this traceback and the activations its frames hold are gone.
+                    out_of_memory = True
+                    break
 
                 if self.step % t.log_every == 0:
                     now = time.perf_counter()
@@ -172,12 +198,17 @@ class Training:
         finally:
             bar.close()
             _restore_sigint(previous_handler)
+        if out_of_memory:
+            from .memory import out_of_memory_error
+
+            raise out_of_memory_error(self)
 
         self.elapsed = time.perf_counter() - t_start
         try:
             summary = self.finish(stopped_by, t_log, images_at_log, writer)
         except OSError as e:
             raise self.io_error(e) from e
+        self.dist.barrier()  # rank 0 has written the run folder before any process returns
         if stopped_by == "interrupt":
             raise KeyboardInterrupt
         return summary
@@ -215,9 +246,11 @@ class Training:
             "threads": torch.get_num_threads(),
             "finished": stopped_by != "interrupt",
             "stopped_by": stopped_by,
+            "processes": self.dist.world_size,
         }
-        ckpt.write_json_atomic(self.dir / "summary.json", summary)
-        self.finalize()
+        if self.dist.main:
+            ckpt.write_json_atomic(self.dir / "summary.json", summary)
+            self.finalize()
         return summary
 
     def train_step(self) -> None:
@@ -237,9 +270,12 @@ class Training:
                 opt.zero_grad(set_to_none=True)
                 if scaler is None:
                     loss.backward()
+                    # Under torchrun: the mean of the processes' gradients, the global batch's gradient.
+                    self.dist.average_gradients(self.opt_params[phase.net])
                     opt.step()
                 else:
                     scaler.scale(loss).backward()
+                    self.dist.average_gradients(self.opt_params[phase.net])
                     scaler.step(opt)
                     scaler.update()
                 if phase.after_step is not None:
@@ -283,6 +319,8 @@ class Training:
                 for group in opt.param_groups:
                     group["lr"] *= t.rollback_lr_factor
             self.rollbacks += 1
+            if not self.dist.main:
+                return True
             event = {
                 "step": self.step,
                 "event": "rollback",
@@ -310,8 +348,10 @@ class Training:
 
     # --- logging -------------------------------------------------------------------------------
     def log(self, rate: float, bar: Any, writer: Any) -> None:
-        values = self.stats.flush()  # the one host sync of this logging period
-        if self.guard(values):
+        values = self.dist.mean(self.stats.flush())  # the one host sync of this logging period
+        if self.guard(values):  # the same decision on every process: weights, gradients and means agree
+            return
+        if not self.dist.main:
             return
         row = {
             "step": self.step,
@@ -346,6 +386,8 @@ class Training:
         )
 
         t = self.cfg.train
+        if not self.dist.main:  # the others wait in the next step's all-reduce
+            return {}
         sample = generator_sampler(self.recipe, self.sample_net(), self.device)
         result = evaluate(
             sample,
@@ -384,6 +426,8 @@ class Training:
         """Fixed-noise samples (image grid, or a point cloud + D's view for vector data)."""
         from . import artifacts
 
+        if not self.dist.main:
+            return
         G = self.sample_net()
         was_training = G.training
         G.eval()
@@ -418,7 +462,9 @@ class Training:
         np.savez(samples / f"step_{self.step:08d}.npz", **snap)
 
     # --- checkpoints ---------------------------------------------------------------------------
-    def save(self, protect: int | None = None) -> Path:
+    def save(self, protect: int | None = None) -> Path | None:
+        if not self.dist.main:  # rank 0 writes; the state is the same on every process
+            return None
         bad = self.nonfinite_nets()
         if bad:  # a checkpoint must never capture a diverged state: it would poison every resume
             raise DivergenceError(f"refusing to checkpoint step {self.step}: NaN/Inf in {', '.join(bad)}")
@@ -531,7 +577,7 @@ def _restore_sigint(previous: Any) -> None:
 
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from (they will be written again)."""
-    if not path.exists():
+    if not path.exists() or not distributed.is_main_process():
         return
     keep = []
     for line in path.read_text().splitlines():
