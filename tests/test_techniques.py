@@ -200,6 +200,10 @@ def test_minibatch_discrimination_sees_copies():
     assert out.shape == (5, 10)
     assert torch.equal(out[:, :6], same)
     assert torch.allclose(out[:, 6:], torch.full((5, 4), 4.0))  # exp(0) from each of the 4 others
+    x = torch.randn(7, 6)
+    fast = mbd(x)
+    mbd.double_backward = True  # the broadcast form gradient penalties need computes the same thing
+    assert torch.allclose(mbd(x), fast, atol=1e-5)
     far = torch.eye(5, 6) * 1e4
     assert torch.allclose(mbd(far)[:, 6:], torch.zeros(5, 4), atol=1e-6)
 

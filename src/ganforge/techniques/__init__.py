@@ -213,6 +213,8 @@ class TechniqueRecipe:
             packed = dataclasses.replace(spec, shape=(spec.shape[0] * tech.pack, *spec.shape[1:]))
             core = MODELS.get(model_name)(model_config, packed).nets["D"]
         D = TechDiscriminator(core, tech, image)
+        if D.mbd is not None:
+            D.mbd.double_backward = tech.r1 > 0 or getattr(model_config, "gp_weight", 0) > 0
         if tech.spectral_norm:
             apply_spectral_norm(D)
         elif _has_spectral_norm(core) and tech.minibatch_disc:

