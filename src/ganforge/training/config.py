@@ -53,6 +53,11 @@ class TrainConfig:
             multiplied by ``rollback_lr_factor``, at most ``max_rollbacks`` times, logging each rollback.
         best_metric: which result picks the best checkpoint (default: the first metric; for ``modes``,
             modes_covered).
+        compile: compile G's and D's forward passes with ``torch.compile`` (TorchInductor by default;
+            the first steps are slow while it compiles). ``compile_mode`` is passed on:
+            ``reduce-overhead`` records CUDA graphs on a GPU, cutting per-kernel launch overhead;
+            ``compile_backend`` picks another backend (``aot_eager`` checks the graph capture without
+            code generation).
         sync_bn: under torchrun with several GPUs, batch norm statistics over the global batch
             (SyncBatchNorm) instead of each process's slice; needs CUDA; no effect in one process.
     """
@@ -84,6 +89,9 @@ class TrainConfig:
     rollback_lr_factor: float = 0.5
     max_rollbacks: int = 3
     sync_bn: bool = False
+    compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    compile_backend: str = "inductor"
 
     def validate(self) -> None:
         require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")

@@ -105,6 +105,17 @@ class Training:
         self.scalers = {k: make_scaler(self.device, self.precision) for k in self.opts}
         self.phases = self.recipe.phases()
         self.ema = EMA(self.recipe.G, t.ema_kimg, t.ema_rampup) if t.ema else None
+        if t.compile:  # after the EMA copy: sampling stays eager, and it deep-copies a plain module
+            eager = set()
+            if getattr(cfg.model, "gp_weight", 0) > 0 or cfg.tech.r1 > 0:
+                # torch.compile cannot differentiate twice; the penalty's double backward runs through D.
+                eager.add("D")
+                warnings.warn(
+                    "train.compile: D stays eager (torch.compile has no double backward, which the "
+                    "gradient penalty needs); G is compiled",
+                    stacklevel=2,
+                )
+            compile_nets({k: v for k, v in self.recipe.nets.items() if k not in eager}, t.compile_backend, t.compile_mode)
         self.stats = Stats()
 
         g = torch.Generator().manual_seed(t.seed + FIXED_NOISE_OFFSET)
@@ -114,6 +125,7 @@ class Training:
             (torch.arange(t.n_samples) % k).to(self.device) if self.recipe.conditional and k else None
         )
         self.step = 0
+        self.compiled_from = 0  # the step the compiled nets first run (set again on resume)
         self.rollbacks = 0
         self.images_seen = 0
         self.elapsed = 0.0  # training seconds over all segments of a resumed run
@@ -255,6 +267,22 @@ class Training:
 
     def train_step(self) -> None:
         """One step: every phase of the recipe (D x n_critic, G, ...), then the EMA update."""
+        if self.cfg.train.compile and self.step == self.compiled_from:
+            # The first compiled step is where torch.compile traces and generates code: turn its
+            # failures (no C++ compiler, an unsupported op) into one line with the way out.
+            try:
+                return self._train_step()
+            except Exception as e:  # noqa: BLE001 - any compiler failure gets the same advice
+                if isinstance(e, GanforgeError | KeyboardInterrupt):
+                    raise
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ConfigError(
+                    f"torch.compile failed on the first step ({type(e).__name__}: {first[:200]}); "
+                    f"train without it (--set compile=false) or try --set compile_backend=aot_eager"
+                ) from e
+        self._train_step()
+
+    def _train_step(self) -> None:
         t = self.cfg.train
         self.recipe.step = self.step  # step-dependent schedules (annealed instance noise)
         for phase in self.phases:
@@ -528,6 +556,7 @@ class Training:
             if self.device.type == "cuda" and "cuda" in record["rng"]:
                 torch.cuda.set_rng_state(ckpt.decode_bytes(record["rng"]["cuda"]), self.device)
             self.step = int(record["step"])
+            self.compiled_from = self.step
             self.images_seen = int(record["images_seen"])
             self.elapsed = float(record["elapsed_s"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -609,3 +638,21 @@ def _tensorboard(path: Path):
         warnings.simplefilter("ignore")  # tensorboard's import-time deprecation chatter
         from torch.utils.tensorboard import SummaryWriter
     return SummaryWriter(str(path))
+
+
+def compile_nets(nets: dict[str, torch.nn.Module], backend: str, mode: str) -> None:
+    """Compile each trained net's forward in place (``Module.compile`` keeps state-dict keys, so
+    checkpoints of compiled and eager runs are interchangeable)."""
+    import torch._dynamo
+
+    # G and D are called with and without gradients, in train and eval mode: a few graphs each.
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
+    kwargs: dict[str, Any] = {"backend": backend}
+    if backend == "inductor":
+        kwargs["mode"] = mode
+    elif backend not in torch._dynamo.list_backends(exclude_tags=()):
+        valid = ", ".join(torch._dynamo.list_backends(exclude_tags=()))
+        raise ConfigError(f"config key 'train.compile_backend': unknown backend {backend!r}; valid: {valid}")
+    for net in nets.values():
+        if any(True for _ in net.parameters()):
+            net.compile(**kwargs)
