@@ -246,13 +246,7 @@ class TechniqueRecipe:
         self.inner.step = value
         self.nets["D"].step = value
 
-    @property
-    def G(self) -> nn.Module:
-        return self.nets["G"]
-
-    @property
-    def D(self) -> nn.Module:
-        return self.nets["D"]
+    # G and D come from the wrapped recipe: it shares this ``nets`` dict, so they are the wrapped nets.
 
     def to(self, device: torch.device | str, memory_format: torch.memory_format | None = None) -> TechniqueRecipe:
         self.inner.to(device, memory_format)
@@ -310,13 +304,18 @@ class TechniqueRecipe:
                 r1 = r1_penalty(self.D, batch.x, t.r1)
                 report("loss/R1", r1)
                 total = total + r1
-            if t.historical_averaging:
-                h = t.historical_averaging * self.nets["D_hist"].penalty()
-                report("loss/hist_D", h)
-                total = total + h
-            return total
+            return self.with_history("D", total, report)
 
         return loss
+
+    def with_history(self, net: str, total: torch.Tensor, report: Report) -> torch.Tensor:
+        """Add historical averaging's lambda * ||theta - mean of past theta||^2 for ``net``, if on."""
+        weight = self.tech.historical_averaging
+        if not weight:
+            return total
+        h = weight * self.nets[f"{net}_hist"].penalty()
+        report(f"loss/hist_{net}", h)
+        return total + h
 
     def _d_after(self, base: Callable[[], None] | None) -> Callable[[], None] | None:
         if not self.tech.historical_averaging:
@@ -340,11 +339,7 @@ class TechniqueRecipe:
                 report("loss/G", total)
             else:
                 total = base(batch, report)
-            if t.historical_averaging:
-                h = t.historical_averaging * self.nets["G_hist"].penalty()
-                report("loss/hist_G", h)
-                total = total + h
-            return total
+            return self.with_history("G", total, report)
 
         return loss
 
