@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import ganforge
 from ganforge.cli import main
@@ -87,11 +88,49 @@ def test_discriminators_see_the_label():
     assert mlp.D.net.body[1].in_features == 16 * 16 + 10  # one-hot appended to the flattened input
 
 
-def test_acgan_class_head_takes_logits():
-    r = tiny_recipe("acgan")
+@pytest.mark.parametrize(("classifier", "n_cls"), [("adc", 20), ("paper", 10), ("real", 10)])
+def test_acgan_class_head_takes_logits(classifier, n_cls):
+    r = tiny_recipe("acgan", classifier=classifier)
     # The head is a plain linear layer: no softmax before the cross-entropy.
-    assert isinstance(r.D.head, torch.nn.Linear) and r.D.head.out_features == 1 + 10
+    assert isinstance(r.D.head, torch.nn.Linear) and r.D.head.out_features == 1 + n_cls
     assert not any(isinstance(m, torch.nn.Softmax | torch.nn.LogSoftmax) for m in r.D.modules())
+
+
+def _losses(r, batch, step: str) -> dict[str, torch.Tensor]:
+    logged: dict[str, torch.Tensor] = {}
+    torch.manual_seed(0)
+    logged["total"] = getattr(r, f"{step}_step")(batch, lambda name, v: logged.__setitem__(name, v))
+    return logged
+
+
+def test_acgan_classifier_losses():
+    from ganforge.data.base import Batch
+
+    torch.manual_seed(1)
+    batch = Batch(torch.rand(8, 1, 16, 16) * 2 - 1, torch.arange(8) % 10)
+    y, k = batch.y, 10
+    adc = tiny_recipe("acgan", class_weight=0.5)
+    # G: CE(fake -> real c) - CE(fake -> fake c) is minus the gap between the two logits (Hou et al.).
+    got = _losses(adc, batch, "g")["total"]
+    torch.manual_seed(0)
+    src, cls = adc.heads(adc.fake_batch(8, batch.x.device, y))
+    gap = cls.gather(1, y[:, None]) - cls.gather(1, y[:, None] + k)
+    assert torch.allclose(got, adc.loss.g_loss(src) - 0.5 * gap.mean(), atol=1e-5)
+    # D: real images to their real class, fakes to the fake copy of the requested class.
+    torch.manual_seed(0)
+    with torch.no_grad():
+        fake = adc.fake_batch(8, batch.x.device, y)
+    want = F.cross_entropy(adc.heads(batch.x)[1], y) + F.cross_entropy(adc.heads(fake)[1], y + k)
+    assert torch.allclose(_losses(adc, batch, "d")["loss/D_cls"], want, atol=1e-5)
+    # The paper's D also names fakes by their class; "real" trains the classifier on real images only.
+    paper, real = tiny_recipe("acgan", classifier="paper"), tiny_recipe("acgan", classifier="real")
+    real.nets["G"].load_state_dict(paper.G.state_dict())
+    real.nets["D"].load_state_dict(paper.D.state_dict())
+    d_paper, d_real = _losses(paper, batch, "d")["loss/D_cls"], _losses(real, batch, "d")["loss/D_cls"]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        fake = paper.fake_batch(8, batch.x.device, y)
+    assert torch.allclose(d_paper - d_real, F.cross_entropy(paper.heads(fake)[1], y), atol=1e-5)
 
 
 @pytest.mark.parametrize("model", ["cgan", "acgan", "sgan"])
@@ -128,6 +167,19 @@ def test_infogan_codes_are_settable():
         r.latent_with_codes(2, {"cat0": 10})
     with pytest.raises(ConfigError, match="unknown InfoGAN code 'cat1'"):
         r.latent_with_codes(2, {"cat1": 0})
+    # z is uniform in [-1, 1] by default (the authors' MNIST code); noise=normal draws N(0, 1).
+    assert r.latent(4096)[:, :8].abs().max() <= 1
+    normal = cls(cls.Config(backbone="mlp", z_dim=8, noise="normal"), DataSpec("image", (1, 8, 8)))
+    assert normal.latent(4096)[:, :8].abs().max() > 1
+
+
+def test_infogan_q_head_of_its_own():
+    r = tiny_recipe("infogan", q_hidden=12)
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    out = r.D(x)
+    assert out.shape == (4, 1 + 10 + 2) and r.D.q[0].out_features == 12
+    out.sum().backward()
+    assert all(p.grad is not None for p in r.D.parameters())
 
 
 def test_infogan_mutual_information_loss_decreases(tmp_path_factory):
@@ -236,5 +288,39 @@ def test_cli_arithmetic(cgan_run, infogan_run, tmp_path, capsys):
     )
     assert out.is_file()
     assert main(["arithmetic", str(cgan_run), "--a", "label:1", "--b", "label:2", "--c", "label:3"]) == 0
-    assert main(["arithmetic", str(infogan_run), "--a", "label:1", "--b", "2", "--c", "3"]) == 2
-    assert "unconditional" in capsys.readouterr().err
+    assert main(["arithmetic", str(cgan_run), "--a", "1", "--b", "2", "--c", "3"]) == 2
+    assert "give at least one concept as label:K" in capsys.readouterr().err
+
+
+def test_arithmetic_by_label_on_an_unconditional_model(infogan_run, tmp_path, monkeypatch, capsys):
+    from ganforge.metrics.classifier import get_or_train_classifier
+    from ganforge.tools.latent import latents_by_label
+
+    monkeypatch.setenv("GANFORGE_HOME", str(tmp_path / "home"))
+    model = ganforge.load(infogan_run)
+    clf = get_or_train_classifier(model.config.data, tuple(model.spec.shape), log=None)
+    # The pool latents_by_label draws (seed 0), classified here to know which labels it holds.
+    pool = model.recipe.latent(64, "cpu", generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, probs = clf.run(model.recipe.generate(model.G, pool))
+    counts = torch.bincount(probs.argmax(1), minlength=10)
+    top, rare = int(counts.argmax()), int(counts.argmin())
+    n = min(3, int(counts[top]))
+
+    picked = latents_by_label(model, [top], n=n, pool=64)[top]
+    assert picked.shape == (n, pool.shape[1])
+    with torch.no_grad():
+        _, p = clf.run(model.recipe.generate(model.G, picked))
+    assert (p.argmax(1) == top).all(), "selected latents must generate samples of the asked label"
+    assert torch.all(p[:, top][:-1] >= p[:, top][1:] - 1e-6), "most confident first"
+    with pytest.raises(ConfigError, match="raise --pool or lower --n"):
+        latents_by_label(model, [rare], n=int(counts[rare]) + 1, pool=64)
+    with pytest.raises(ConfigError, match=r"out of range.*0\.\.9"):
+        latents_by_label(model, [10], pool=64)
+
+    out = tmp_path / "a.png"
+    argv = ["arithmetic", str(infogan_run), "--a", f"label:{top}", "--b", "seeds:1", "--c", f"label:{top}"]
+    assert main([*argv, "--n", str(n), "--pool", "64", "--out", str(out)]) == 0
+    assert out.is_file()
+    assert main([*argv, "--n", "65", "--pool", "64"]) == 2
+    assert "pool >= n" in capsys.readouterr().err

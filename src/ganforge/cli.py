@@ -98,8 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     ar = latent_parser("arithmetic", "latent vector arithmetic A - B + C (DCGAN paper, Sec. 6.3)")
     for flag in ("a", "b", "c"):
-        ar.add_argument(f"--{flag}", required=True, help="seeds:S1,S2,... or label:K (conditional models)")
+        ar.add_argument(
+            f"--{flag}",
+            required=True,
+            help="seeds:S1,S2,... or label:K (conditional models: drawn as class K; "
+            "unconditional: samples the dataset's domain classifier labels K)",
+        )
     ar.add_argument("--n", type=int, default=3, help="samples averaged per label concept (default 3)")
+    ar.add_argument(
+        "--pool",
+        type=int,
+        default=1024,
+        help="unconditional models: samples classified to find each label:K concept (default 1024)",
+    )
 
     cl = sub.add_parser("classify", help="classify image files with a trained sgan run's discriminator")
     cl.add_argument("run", help="sgan run folder")
@@ -259,7 +270,7 @@ def cmd_arithmetic(a: argparse.Namespace) -> int:
     from .training.artifacts import save_image_grid
 
     model = api.load(a.run, checkpoint=a.checkpoint, ema=not a.no_ema)
-    x, cols = arithmetic_grid(model, a.a, a.b, a.c, n=a.n, seed=a.seed)
+    x, cols = arithmetic_grid(model, a.a, a.b, a.c, n=a.n, seed=a.seed, pool=a.pool)
     out = save_image_grid(x, _latent_out(a, "arithmetic"), nrow=cols)
     print(f"wrote {out} (rows: A, B, C, A - B + C)")
     return 0

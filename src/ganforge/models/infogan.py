@@ -9,9 +9,12 @@ variational lower bound (Eq. 5)
     L_I(G, Q) = E_{c ~ P(c), x ~ G(z, c)}[log Q(c | x)] + H(c) <= I(c; G(z, c))
 
 and the minimax game becomes min_{G,Q} max_D V(D, G) - lambda * L_I(G, Q) (Eq. 6). Q shares every
-layer of D but the last (Sec. 5), so here Q is extra outputs of D's linear head: one logit vector per
-categorical code and one mean per continuous code. Choices, documented:
+layer of D but the last (Sec. 5): one logit vector per categorical code and one mean per continuous
+code, read from D's features by extra outputs of D's linear head (``q_hidden=0``) or by a small MLP of
+its own (``q_hidden=128``: FC-BN-LeakyReLU-FC, the paper's MNIST Q, App. C.1). Choices, documented:
 
+- z is uniform in [-1, 1] by default, as in the authors' released MNIST code (``Uniform(62)``);
+  ``noise=normal`` draws N(0, 1) instead.
 - Q's continuous posterior is a Gaussian with *fixed unit variance*, so -log Q is 0.5 (c - mu)^2 up to a
   constant: learning a log-std adds a parameter that can trade accuracy for spread and destabilise
   early training, and the paper notes that the plain factored Gaussian "is sufficient" (Sec. 6).
@@ -39,6 +42,7 @@ import torch.nn.functional as F
 from ..config import require
 from ..data.base import Batch, DataSpec
 from ..errors import ConfigError
+from ..nn.conditional import FeatureDiscriminator
 from .base import Report, register_model
 from .labelled import LabelledConfig, LabelledRecipe, build_feature_discriminator, build_generator
 
@@ -53,6 +57,10 @@ class InfoGANConfig(LabelledConfig):
         continuous: number of continuous codes, each uniform in [-1, 1].
         lambda_cat / lambda_cont: weights of the categorical and continuous parts of -L_I (Eq. 6).
         lr_d: D (and Q) learning rate; the paper's MNIST run uses 2e-4 for D, 1e-3 for G.
+        noise: distribution of z: ``uniform`` in [-1, 1] (the authors' released MNIST setting,
+            ``Uniform(62)`` beside the codes) or ``normal`` N(0, 1).
+        q_hidden: width of Q's hidden layer (FC-BN-LeakyReLU-FC on D's features, the paper's MNIST Q,
+            App. C.1); 0 makes Q a linear read-out of D's features beside the source logit.
         loss: adversarial loss.
     """
 
@@ -62,6 +70,8 @@ class InfoGANConfig(LabelledConfig):
     lambda_cat: float = 1.0
     lambda_cont: float = 0.1
     lr_g: float = 1e-3
+    q_hidden: int = 0
+    noise: Literal["uniform", "normal"] = "uniform"
     loss: Literal["nonsaturating", "minimax"] = "nonsaturating"
 
     def validate(self) -> None:
@@ -75,6 +85,29 @@ class InfoGANConfig(LabelledConfig):
         )
         require(self.lambda_cat >= 0, "model.lambda_cat", f"must be >= 0, got {self.lambda_cat}")
         require(self.lambda_cont >= 0, "model.lambda_cont", f"must be >= 0, got {self.lambda_cont}")
+        require(self.q_hidden >= 0, "model.q_hidden", f"must be >= 0, got {self.q_hidden}")
+
+
+class QHeadDiscriminator(nn.Module):
+    """``phi(x) -> [source logit, Q's outputs]``: the source by a linear layer, Q by its own small MLP
+    (FC-BN-LeakyReLU-FC, Chen et al. 2016, App. C.1) on the same features ``phi``."""
+
+    def __init__(self, base: FeatureDiscriminator, code_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.body, self.head = base.body, base.head
+        self.q = nn.Sequential(
+            nn.Linear(base.feature_dim, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.LeakyReLU(0.1),
+            nn.Linear(hidden, code_dim),
+        )
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.body(x)
+        return torch.cat([self.head(f), self.q(f)], dim=1)
 
 
 @register_model
@@ -89,8 +122,12 @@ class InfoGAN(LabelledRecipe):
         self.n_cat = sum(config.categorical)
         self.code_dim = self.n_cat + config.continuous
         self.nets["G"] = build_generator(config, spec, self.name, config.z_dim + self.code_dim)
-        # Head outputs: [source logit, categorical logits..., continuous means...].
-        self.nets["D"] = build_feature_discriminator(config, spec, self.name, 1 + self.code_dim)
+        # D's outputs: [source logit, categorical logits..., continuous means...].
+        if config.q_hidden:
+            base = build_feature_discriminator(config, spec, self.name, 1)
+            self.nets["D"] = QHeadDiscriminator(base, self.code_dim, config.q_hidden)
+        else:
+            self.nets["D"] = build_feature_discriminator(config, spec, self.name, 1 + self.code_dim)
 
     # --- latent codes --------------------------------------------------------------------------
     def code_names(self) -> list[str]:
@@ -119,7 +156,10 @@ class InfoGAN(LabelledRecipe):
             raise ConfigError(
                 f"unknown InfoGAN code {unknown[0]!r}; this model has: {', '.join(self.code_names())}"
             )
-        z = torch.randn(n, c.z_dim, generator=generator)
+        if c.noise == "uniform":
+            z = torch.rand(n, c.z_dim, generator=generator) * 2 - 1
+        else:
+            z = torch.randn(n, c.z_dim, generator=generator)
         parts = [z]
         cats = [torch.randint(k, (n,), generator=generator) for k in c.categorical]
         conts = torch.rand(n, c.continuous, generator=generator) * 2 - 1

@@ -87,20 +87,30 @@ def build_feature_discriminator(
     out_features: int,
     extra_in: int = 0,
     d_norm: DNorm = "batch",
+    dropout: float = 0.0,
 ) -> FeatureDiscriminator:
     """The backbone's D as ``head(phi(x))`` with ``out_features`` logits.
 
     ``extra_in`` widens the input: extra channels on the DCGAN backbone, extra flat features on the MLP.
+    ``dropout`` > 0 puts dropout after every hidden activation of ``phi``.
     """
     backbone = resolve_backbone(config.backbone, spec)
     _check_size(spec, model, backbone)
     if backbone == "mlp":
-        return FeatureDiscriminator.mlp(math.prod(spec.shape) + extra_in, config.d_hidden, out_features)
-    c, h, w = spec.shape
-    D = FeatureDiscriminator.from_conv(
-        DCGANDiscriminator(c + extra_in, h, w, config.ndf, config.max_ch, norm=d_norm).net, out_features
-    )
-    dcgan_init(D)
+        D = FeatureDiscriminator.mlp(math.prod(spec.shape) + extra_in, config.d_hidden, out_features)
+    else:
+        c, h, w = spec.shape
+        D = FeatureDiscriminator.from_conv(
+            DCGANDiscriminator(c + extra_in, h, w, config.ndf, config.max_ch, norm=d_norm).net, out_features
+        )
+        dcgan_init(D)
+    if dropout > 0:
+        layers: list[nn.Module] = []
+        for m in D.body:
+            layers.append(m)
+            if isinstance(m, nn.LeakyReLU):
+                layers.append(nn.Dropout(dropout))
+        D.body = nn.Sequential(*layers)
     return D
 
 

@@ -23,6 +23,13 @@ the loop hands it through ``attach_data`` (a three-line hook in ``Training``); t
 labels are never read. Unlabelled data is every real batch, labelled ones included, as in the paper.
 The choice is deterministic, so a resumed run uses the same labelled examples.
 
+D is regularised: the authors' MNIST code adds Gaussian noise to every layer of D and their CIFAR D
+uses dropout; with 100 labels an unregularised D fits them within a few hundred steps and stops
+improving. Here dropout 0.5 follows each hidden activation of D (``d_dropout``), and Adam runs at the
+3e-3 of the authors' MNIST code rather than DCGAN's 2e-4. On MNIST-5k (3,000 steps, 32x32,
+docs/benchmarks.md) the held-out accuracy went from 84.1% (neither) to 86.0% (dropout) to 91.5%
+(both).
+
 After training, :func:`classify` turns D into the classifier it was trained to be.
 """
 
@@ -58,6 +65,8 @@ class SGANConfig(LabelledConfig):
         label_seed: seed of the choice of labelled examples.
         g_loss: ``feature_matching`` (Sec. 3.1) or ``nonsaturating``.
         unsup_weight: weight of L_unsupervised relative to L_supervised (1 in the paper).
+        d_dropout: dropout after each of D's hidden activations (0.5, see below).
+        lr_g / lr_d: Adam learning rates; 3e-3 is the rate of the authors' MNIST code.
     """
 
     # The real-vs-fake part is the standard D loss on the logit logsumexp(l).
@@ -66,10 +75,14 @@ class SGANConfig(LabelledConfig):
     label_seed: int = 0
     g_loss: Literal["feature_matching", "nonsaturating"] = "feature_matching"
     unsup_weight: float = 1.0
+    d_dropout: float = 0.5
+    lr_g: float = 3e-3
+    lr_d: float = 3e-3
 
     def validate(self) -> None:
         super().validate()
         require(self.labels >= 1, "model.labels", f"must be >= 1, got {self.labels}")
+        require(0 <= self.d_dropout < 1, "model.d_dropout", f"must be in [0, 1), got {self.d_dropout}")
         require(self.unsup_weight >= 0, "model.unsup_weight", f"must be >= 0, got {self.unsup_weight}")
 
 
@@ -105,7 +118,9 @@ class SGAN(LabelledRecipe):
         super().__init__(config, spec)
         self.num_classes = require_labels(spec, self.name)
         self.nets["G"] = build_generator(config, spec, self.name, config.z_dim)
-        self.nets["D"] = build_feature_discriminator(config, spec, self.name, self.num_classes)
+        self.nets["D"] = build_feature_discriminator(
+            config, spec, self.name, self.num_classes, dropout=config.d_dropout
+        )
         self.x_lab: torch.Tensor | None = None
         self.y_lab: torch.Tensor | None = None
 

@@ -6,6 +6,8 @@
   follows the great circle and so keeps the norm for equal-norm endpoints.
 - :func:`latent_arithmetic`: ``mean(A) - mean(B) + mean(C)``, the vector arithmetic of Radford et al.
   2016, Sec. 6.3 (averaging three exemplars per concept made the results stable).
+- :func:`latents_by_label`: exemplars of a class for an unconditional model, picked by the domain
+  classifier of its dataset from generated samples.
 - :func:`interpolation_grid`, :func:`traverse_grid`, :func:`arithmetic_grid`: images for the CLI.
 
 The functions that take a model take a :class:`ganforge.api.LoadedModel` and return CPU tensors of
@@ -14,6 +16,7 @@ images in [-1, 1] (and the row length of the grid).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -21,6 +24,8 @@ import torch
 from ..errors import ConfigError
 
 Mode = Literal["slerp", "lerp"]
+# images -> (features, class probabilities), like DomainClassifier.run.
+Classifier = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def _t(t: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -168,23 +173,90 @@ def parse_concept(text: str) -> tuple[str, list[int]]:
     return kind, values
 
 
+@torch.no_grad()
+def latents_by_label(
+    model,
+    labels: list[int],
+    n: int = 3,
+    pool: int = 1024,
+    seed: int = 0,
+    classifier: Classifier | None = None,
+) -> dict[int, torch.Tensor]:
+    """For an unconditional model: ``n`` latents per label whose samples the domain classifier of the
+    run's dataset assigns to that label, the most confident first.
+
+    One pool of ``pool`` latents (drawn with ``seed``) is generated and classified once; a label with
+    fewer than ``n`` samples in it is a ConfigError. ``classifier`` defaults to the cached domain
+    classifier of the run's dataset (trained once, announced, when missing).
+    """
+    _require_images(model)
+    if n < 1 or pool < n:
+        raise ConfigError(f"need n >= 1 and pool >= n, got n={n}, pool={pool}")
+    k = model.spec.num_classes
+    if k < 2:
+        raise ConfigError(
+            f"label:K selects samples with the domain classifier of the run's dataset, and "
+            f"{model.config.data.name!r} has no labels; give the concept as seeds:S1,S2,... instead"
+        )
+    bad = [label for label in labels if not 0 <= label < k]
+    if bad:
+        raise ConfigError(f"label {bad[0]} is out of range: {model.config.data.name} has classes 0..{k - 1}")
+    if classifier is None:
+        from ..metrics.classifier import get_or_train_classifier
+
+        classifier = get_or_train_classifier(model.config.data, tuple(model.spec.shape)).run
+    z = model.recipe.latent(pool, "cpu", generator=torch.Generator().manual_seed(seed))
+    _, probs = classifier(_generate(model, z))
+    conf, pred = probs.max(1)
+    out = {}
+    for label in labels:
+        idx = (pred == label).nonzero().flatten()
+        if len(idx) < n:
+            raise ConfigError(
+                f"only {len(idx)} of {pool} samples are classified as {label}, {n} needed; "
+                f"raise --pool or lower --n"
+            )
+        out[label] = z[idx[conf[idx].argsort(descending=True)[:n]]]
+    return out
+
+
 def arithmetic_grid(
-    model, a: str, b: str, c: str, n: int = 3, variants: int = 8, noise: float = 0.25, seed: int = 0
+    model,
+    a: str,
+    b: str,
+    c: str,
+    n: int = 3,
+    variants: int = 8,
+    noise: float = 0.25,
+    seed: int = 0,
+    pool: int = 1024,
+    classifier: Classifier | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Rows: the A, B, C samples, then ``variants`` images of A - B + C (Radford et al. 2016, Fig. 7).
 
-    Concepts are ``seeds:S1,S2`` (the latents of those samples: ``latent(1)`` drawn with each seed) or,
-    for conditional models, ``label:K`` (``n`` random latents generated with class K). The result keeps
-    the last label given (C's, else B's, else A's) and, like the paper, shows it with uniform noise of
+    Concepts are ``seeds:S1,S2`` (the latents of those samples: ``latent(1)`` drawn with each seed) or
+    ``label:K``, ``n`` latents of class K: for conditional models, random latents generated with class
+    K; for unconditional ones, latents whose samples the domain classifier labels K
+    (:func:`latents_by_label`, from a pool of ``pool``; ``classifier`` as there). The Radford et al.
+    exemplars were picked by hand; the classifier picks them here. A conditional result keeps the last
+    label given (C's, else B's, else A's). Like the paper, the result is shown with uniform noise of
     +-``noise`` added to the latent in all but the first variant.
     """
     _require_images(model)
     recipe = model.recipe
+    concepts = [parse_concept(text) for text in (a, b, c)]
+    by_label: dict[int, torch.Tensor] = {}
+    if not recipe.conditional:
+        wanted = [values[0] for kind, values in concepts if kind == "label"]
+        if wanted:
+            by_label = latents_by_label(model, wanted, n, pool, seed, classifier)
     zs, ys = [], []
     label = None
-    for i, text in enumerate((a, b, c)):
-        kind, values = parse_concept(text)
-        if kind == "label":
+    for i, (kind, values) in enumerate(concepts):
+        if kind == "label" and not recipe.conditional:
+            z = by_label[values[0]]
+            ys.append(None)
+        elif kind == "label":
             label = check_label(model, values[0])
             z = recipe.latent(n, "cpu", generator=torch.Generator().manual_seed(seed + i))
             ys.append(torch.full((n,), label))
