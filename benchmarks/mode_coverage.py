@@ -61,7 +61,6 @@ PUBLISHED = {
     "grid25/veegan": "VEEGAN 24.6 / 40%",
     "stacked-mnist/dcgan": "DCGAN 99 modes / KL 3.4 (Unrolled GAN, via PacGAN)",
     "stacked-mnist/pacgan": "PacDCGAN2 1000 / KL 0.06 (PacGAN)",
-    "stacked-mnist/unrolled": "Unrolled 10 steps: 48.7 modes / KL 4.32 (Metz et al. 2017)",
 }
 
 
