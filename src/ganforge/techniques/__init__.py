@@ -54,6 +54,12 @@ from .layers import MinibatchDiscrimination, ParameterHistory, VBNGenerator, to_
 VBN_SEED = 20_160_610  # the reference batch is fixed by the config alone, independent of train.seed
 
 
+def needs_double_backward(model_config: Any, tech: TechConfig) -> bool:
+    """True when D's loss differentiates through D's input gradient (WGAN-GP's penalty, R1), which
+    layers without a double backward (cdist, torch.compile) cannot serve."""
+    return tech.r1 > 0 or getattr(model_config, "gp_weight", 0) > 0
+
+
 def build_recipe(model_name: str, model_config: Any, spec: DataSpec, tech: TechConfig | None = None) -> Recipe:
     """The recipe of a run, with the techniques of ``tech`` applied."""
     cls = MODELS.get(model_name)
@@ -75,11 +81,10 @@ class TechDiscriminator(nn.Module):
     """D with the input-side techniques (DiffAugment, instance noise, packing) and an optional
     minibatch-discrimination layer, split into ``body`` (to the last hidden features) and ``head``."""
 
-    def __init__(self, core: nn.Module, tech: TechConfig, image: bool) -> None:
+    def __init__(self, core: nn.Module, tech: TechConfig) -> None:
         super().__init__()
         self.body, self.head, self.flatten_input = split_discriminator(core)
         self.tech = tech
-        self.image = image
         self.step = 0
         self.mbd: MinibatchDiscrimination | None = None
         if tech.minibatch_disc:
@@ -212,13 +217,13 @@ class TechniqueRecipe:
             # spec of that shape, so its recipe-specific settings (norm, spectral norm, bias) carry over.
             packed = dataclasses.replace(spec, shape=(spec.shape[0] * tech.pack, *spec.shape[1:]))
             core = MODELS.get(model_name)(model_config, packed).nets["D"]
-        D = TechDiscriminator(core, tech, image)
+        D = TechDiscriminator(core, tech)
         if D.mbd is not None:
-            D.mbd.double_backward = tech.r1 > 0 or getattr(model_config, "gp_weight", 0) > 0
-        if tech.spectral_norm:
+            D.mbd.double_backward = needs_double_backward(model_config, tech)
+        if tech.spectral_norm or _has_spectral_norm(core):
+            # Layers already normalised are left alone; for sngan this normalises only the layers
+            # minibatch discrimination added, like the rest of its D.
             apply_spectral_norm(D)
-        elif _has_spectral_norm(core) and tech.minibatch_disc:
-            apply_spectral_norm(D)  # sngan's D: the new layers are normalised like the rest
         inner.nets["D"] = D
 
         if tech.vbn:
@@ -409,4 +414,4 @@ def _has_spectral_norm(module: nn.Module) -> bool:
     return any(parametrize.is_parametrized(m) for m in module.modules())
 
 
-__all__ = ["TechConfig", "TechniqueRecipe", "build_recipe"]
+__all__ = ["TechConfig", "TechniqueRecipe", "build_recipe", "needs_double_backward"]

@@ -25,7 +25,7 @@ import torch
 from ..data import InMemoryDataset, load_dataset
 from ..errors import CheckpointError, ConfigError, DivergenceError, GanforgeError
 from ..models import MODELS, Recipe
-from ..techniques import build_recipe
+from ..techniques import build_recipe, needs_double_backward
 from . import checkpoint as ckpt
 from . import distributed
 from .config import RunConfig
@@ -107,7 +107,7 @@ class Training:
         self.ema = EMA(self.recipe.G, t.ema_kimg, t.ema_rampup) if t.ema else None
         if t.compile:  # after the EMA copy: sampling stays eager, and it deep-copies a plain module
             eager = set()
-            if getattr(cfg.model, "gp_weight", 0) > 0 or cfg.tech.r1 > 0:
+            if needs_double_backward(cfg.model, cfg.tech):
                 # torch.compile cannot differentiate twice; the penalty's double backward runs through D.
                 eager.add("D")
                 warnings.warn(
