@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 TOY_NETS = {"model.z_dim": 16, "model.g_hidden": [128, 128], "model.d_hidden": [128, 128]}
-TOY = {**TOY_NETS, "train.batch_size": 256}
+# The recorded cells were measured before train.reuse_fake became the default (G's step on fresh
+# fakes); pinning it keeps them reproducible.
+TOY = {**TOY_NETS, "train.batch_size": 256, "train.reuse_fake": False}
 # Unrolled GAN's stacked-MNIST setting: D at a quarter of G's width.
-STACKED = {"data.resolution": 32, "model.ngf": 32, "model.ndf": 8, "train.batch_size": 64}
+STACKED = {"data.resolution": 32, "model.ngf": 32, "model.ndf": 8, "train.batch_size": 64, "train.reuse_fake": False}
 
 # cell -> (model, data, overrides, steps). The toy cells run on both ring8 and grid25.
 TOY_CELLS: dict[str, tuple[str, dict[str, Any], int]] = {

@@ -159,13 +159,19 @@ class BackboneRecipe(TwoPlayerRecipe):
 
     def phases(self) -> list[Phase]:
         return [
-            Phase("D", "D", self.d_step, repeat=self.config.n_critic, after_step=self.after_d_step),
+            Phase(
+                "D",
+                "D",
+                self.d_step,
+                repeat=self.config.n_critic,
+                after_step=self.after_d_step,
+                graph_nets=self.keep_graph_nets(),
+            ),
             Phase("G", "G", self.g_step),
         ]
 
     def d_step(self, batch: Batch, report: Report) -> torch.Tensor:
-        with torch.no_grad():  # D's phase needs no graph through G
-            fake = self.fake_batch(len(batch), batch.x.device, batch.y)
+        fake = self.d_fakes(batch)
         real_out, fake_out = self.D(batch.x).float(), self.D(fake).float()
         loss = self.loss.d_loss(real_out, fake_out)
         if isinstance(self.loss, Wasserstein):

@@ -36,6 +36,9 @@ class Phase:
         every: run only on steps divisible by this (lazy regularisation).
         after_step: called right after each optimiser step of this phase (WGAN's weight clipping
             must act on the updated weights, so it cannot live inside ``loss``).
+        graph_nets: other nets whose parameters must require grad during this phase because the
+            phase builds a graph through them for a later phase (D's phase keeping G's fakes for G's
+            phase under ``train.reuse_fake``); they get no gradient from this phase's loss.
     """
 
     name: str
@@ -44,6 +47,7 @@ class Phase:
     repeat: int = 1
     every: int = 1
     after_step: Callable[[], None] | None = None
+    graph_nets: tuple[str, ...] = ()
 
 
 class Recipe:
@@ -62,6 +66,11 @@ class Recipe:
     techniques: ClassVar[bool] = False
     # The training step being run, set by the loop (for step-dependent schedules).
     step: int = 0
+    # True where d_step/g_step go through d_fakes/g_fakes, so ``train.reuse_fake`` can apply.
+    reuses_fake: ClassVar[bool] = False
+    # Set by the loop (``train.reuse_fake``) before ``phases()``: G's phase trains on D's last fakes.
+    reuse_fake: bool = False
+    _kept_fake: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     def __init__(self, config: Any, spec: DataSpec) -> None:
         self.config = config
@@ -107,6 +116,39 @@ class Recipe:
     def fake_batch(self, n: int, device: torch.device, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.generate(self.G, self.latent(n, device), y)
 
+    # --- one G forward per step (train.reuse_fake) -------------------------------------------------
+    def set_reuse_fake(self, on: bool) -> None:
+        """Let G's phase train on the fakes of D's last update instead of a fresh batch.
+
+        This is the textbook loop (Radford et al.'s code, the PyTorch DCGAN tutorial): G's weights
+        do not change during D's phase, so those fakes are exactly what a fresh G forward on the same
+        noise would give, and keeping their graph saves one G forward per step. Only recipes whose
+        steps go through :meth:`d_fakes`/:meth:`g_fakes` can do it.
+        """
+        self.reuse_fake = bool(on) and self.reuses_fake
+        self._kept_fake = None
+
+    def keep_graph_nets(self) -> tuple[str, ...]:
+        """``graph_nets`` of D's phase: G when its fakes are kept for G's phase."""
+        return ("G",) if self.reuse_fake else ()
+
+    def d_fakes(self, batch: Batch) -> torch.Tensor:
+        """Fakes for a D update, detached; under reuse_fake the batch keeps its graph for G's phase."""
+        n, dev = len(batch), batch.x.device
+        if self.reuse_fake and torch.is_grad_enabled() and any(p.requires_grad for p in self.G.parameters()):
+            fake = self.fake_batch(n, dev, batch.y)
+            self._kept_fake = (fake, batch.y)
+            return fake.detach()
+        with torch.no_grad():  # D's phase needs no graph through G
+            return self.fake_batch(n, dev, batch.y)
+
+    def g_fakes(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(fakes, their labels) for G's update: D's kept batch if there is one, else a fresh one."""
+        kept, self._kept_fake = self._kept_fake, None
+        if kept is not None and len(kept[0]) == len(batch):
+            return kept
+        return self.fake_batch(len(batch), batch.x.device, batch.y), batch.y
+
 
 MODELS: Registry[type[Recipe]] = Registry("model")
 
@@ -128,6 +170,8 @@ class TwoPlayerRecipe(Recipe):
     ``lr_g``, ``lr_d`` and ``betas``. Later families override ``d_step``/``g_step`` to add terms.
     """
 
+    reuses_fake = True
+
     def __init__(self, config: Any, spec: DataSpec) -> None:
         super().__init__(config, spec)
         from ..objectives import get_loss
@@ -142,11 +186,13 @@ class TwoPlayerRecipe(Recipe):
         }
 
     def phases(self) -> list[Phase]:
-        return [Phase("D", "D", self.d_step, repeat=self.config.k), Phase("G", "G", self.g_step)]
+        return [
+            Phase("D", "D", self.d_step, repeat=self.config.k, graph_nets=self.keep_graph_nets()),
+            Phase("G", "G", self.g_step),
+        ]
 
     def d_step(self, batch: Batch, report: Report) -> torch.Tensor:
-        with torch.no_grad():  # D's phase needs no graph through G
-            fake = self.fake_batch(len(batch), batch.x.device, batch.y)
+        fake = self.d_fakes(batch)
         # Real and fake go through D separately, so batch-norm statistics are per source (DCGAN).
         # A conditional D judges each image against its label: fakes carry the labels G was given.
         real_logits = self.critic(batch.x, batch.y).float()
@@ -158,8 +204,8 @@ class TwoPlayerRecipe(Recipe):
         return loss
 
     def g_step(self, batch: Batch, report: Report) -> torch.Tensor:
-        fake = self.fake_batch(len(batch), batch.x.device, batch.y)
-        loss = self.loss.g_loss(self.critic(fake, batch.y).float())
+        fake, y = self.g_fakes(batch)
+        loss = self.loss.g_loss(self.critic(fake, y).float())
         report("loss/G", loss)
         return loss
 

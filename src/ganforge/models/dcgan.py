@@ -10,7 +10,8 @@ Depth comes from the data: the number of stride-2 stages is the largest k such t
 divisible by 2^k and the seed (H/2^k x W/2^k) is at least 4 px on its short side, so 16, 28, 32, 48,
 64, ..., 256 px, square or not, with any channel count. G's first layer maps z to the seed with a
 transposed convolution whose kernel is the seed size (the paper's "project and reshape"); D's last
-layer is the mirror convolution down to one logit.
+layer is the mirror convolution down to one logit. The convolutions are ``nn.fast_conv``'s, which
+compute the same thing with faster CPU kernels for some directions of the backward pass.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..config import require
 from ..data.base import DataSpec
 from ..errors import ConfigError
 from ..nn import dcgan_init
+from ..nn.fast_conv import FastConv2d, FastConvTranspose2d
 from .base import TwoPlayerRecipe, register_model
 
 
@@ -57,13 +59,13 @@ class DCGANGenerator(nn.Module):
         k, sh, sw = plan_stages(height, width)
         ch = widths(ngf, k, max_ch)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(z_dim, ch[0], (sh, sw), 1, 0, bias=False),
+            FastConvTranspose2d(z_dim, ch[0], (sh, sw), 1, 0, bias=False),
             nn.BatchNorm2d(ch[0]),
             nn.ReLU(True),
         ]
         for a, b in zip(ch[:-1], ch[1:]):
-            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
-        layers += [nn.ConvTranspose2d(ch[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
+            layers += [FastConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
+        layers += [FastConvTranspose2d(ch[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         self.z_dim = z_dim
 
@@ -92,16 +94,16 @@ class DCGANDiscriminator(nn.Module):
             raise ValueError(f"DCGANDiscriminator: norm must be 'batch', 'none' or 'layer', got {norm!r}")
         k, sh, sw = plan_stages(height, width)
         ch = widths(ndf, k, max_ch)[::-1]
-        layers: list[nn.Module] = [nn.Conv2d(channels, ch[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [FastConv2d(channels, ch[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         for a, b in zip(ch[:-1], ch[1:]):
-            layers.append(nn.Conv2d(a, b, 4, 2, 1, bias=norm == "none"))
+            layers.append(FastConv2d(a, b, 4, 2, 1, bias=norm == "none"))
             if norm == "batch":
                 layers.append(nn.BatchNorm2d(b))
             elif norm == "layer":
                 layers.append(nn.GroupNorm(1, b))
             layers.append(nn.LeakyReLU(0.2, True))
         # No sigmoid: losses take logits (see objectives.adversarial).
-        layers += [nn.Conv2d(ch[-1], 1, (sh, sw), 1, 0, bias=False)]
+        layers += [FastConv2d(ch[-1], 1, (sh, sw), 1, 0, bias=False)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -126,6 +126,9 @@ def build_conditioned_generator(config: Any, spec: DataSpec, model: str) -> nn.M
 class LabelledRecipe(TwoPlayerRecipe):
     """``n_critic`` D steps then one G step; subclasses build the nets and write the two losses."""
 
+    # G's phase draws its own fakes (and codes/labels): the measured label-aware results use that.
+    reuses_fake = False
+
     def __init__(self, config: Any, spec: DataSpec) -> None:
         super().__init__(config, spec)
         self.backbone = resolve_backbone(config.backbone, spec)

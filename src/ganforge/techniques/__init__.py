@@ -277,6 +277,11 @@ class TechniqueRecipe:
             self.inner.attach_sampler(sampler)
 
     # --- optimisers ------------------------------------------------------------------------
+    def set_reuse_fake(self, on: bool) -> None:
+        # Unrolling scores G against a D moved on by fresh batches, and feature matching draws its
+        # own fakes: neither trains G on D's last fakes, so keeping their graph would be waste.
+        self.inner.set_reuse_fake(on and not self.tech.unroll and not self.tech.feature_matching)
+
     def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         opts = self.inner.make_optimizers()
         if self.tech.ttur is not None:

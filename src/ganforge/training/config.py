@@ -35,6 +35,10 @@ class TrainConfig:
         threads: CPU threads for torch (None: torch's default, one per core).
         channels_last: store image tensors and conv weights NHWC, the layout oneDNN and cuDNN
             convolutions run fastest in (same maths, different memory order).
+        reuse_fake: G's update trains on the fakes of D's last update (with their graph) instead of
+            a fresh batch, as the textbook DCGAN loop does: one G forward per step fewer. Applies to
+            the unconditional two-player recipes (gan, dcgan, wgan, wgan-gp, lsgan, sngan) except
+            with ``tech.unroll`` or ``tech.feature_matching``; ``false`` draws fresh fakes for G.
         ema: keep an exponential moving average of G for sampling; ``ema_kimg`` is its half-life in
             thousands of images and ``ema_rampup`` limits it early in training (None: off).
         log_every / sample_every / checkpoint_every: in steps; 0 disables sample grids/checkpoints
@@ -71,6 +75,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     threads: int | None = None
     channels_last: bool = True
+    reuse_fake: bool = True
     ema: bool = True
     ema_kimg: float = 10.0
     ema_rampup: float | None = 0.05

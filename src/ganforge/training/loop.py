@@ -103,6 +103,7 @@ class Training:
         # What each optimiser steps, in a fixed order: the gradients averaged over processes.
         self.opt_params = {k: [p for g in o.param_groups for p in g["params"]] for k, o in self.opts.items()}
         self.scalers = {k: make_scaler(self.device, self.precision) for k in self.opts}
+        self.recipe.set_reuse_fake(t.reuse_fake)
         self.phases = self.recipe.phases()
         self.ema = EMA(self.recipe.G, t.ema_kimg, t.ema_rampup) if t.ema else None
         if t.compile:  # after the EMA copy: sampling stays eager, and it deep-copies a plain module
@@ -288,8 +289,8 @@ class Training:
         for phase in self.phases:
             if self.step % phase.every:
                 continue
-            for name, net in self.recipe.nets.items():  # only this phase's net needs gradients
-                net.requires_grad_(name == phase.net)
+            for name, net in self.recipe.nets.items():  # only this phase's net gets gradients
+                net.requires_grad_(name == phase.net or name in phase.graph_nets)
             opt, scaler = self.opts[phase.net], self.scalers[phase.net]
             for _ in range(phase.repeat):
                 batch = self.sampler.next()
