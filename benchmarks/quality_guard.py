@@ -82,6 +82,7 @@ def main() -> None:
             "train_s_mean": statistics.mean(r["train_s"] for r in rs),
             "per_seed": rs,
         }
+    summary = {name: summary[name] for name in PATHS if name in summary}
     result = {
         "command": f"python benchmarks/quality_guard.py --steps {a.steps} --seeds {a.seeds}",
         "steps": a.steps,
@@ -90,7 +91,6 @@ def main() -> None:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1))
     print("| path | domain FID (mean ± std over seeds) | train s (1 thread) |\n|---|---|---|")
-    summary = {name: summary[name] for name in PATHS if name in summary}
     for name, s in summary.items():
         print(f"| {name} | {s['domain_fid_mean']:.1f} ± {s['domain_fid_std']:.1f} | {s['train_s_mean']:.0f} |")
 

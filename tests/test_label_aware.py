@@ -324,3 +324,28 @@ def test_arithmetic_by_label_on_an_unconditional_model(infogan_run, tmp_path, mo
     assert out.is_file()
     assert main([*argv, "--n", "65", "--pool", "64"]) == 2
     assert "pool >= n" in capsys.readouterr().err
+
+
+def test_slant_and_width_of_drawn_strokes():
+    """Image moments: an upright bar has no slant, a sheared bar the shear it was drawn with, a wider
+    bar a larger width, and slant does not count as width."""
+    from ganforge.metrics.shape import slant_and_width, within_correlation
+
+    def bar(width: int, shear: float) -> torch.Tensor:
+        img = -torch.ones(32, 32)
+        for v in range(6, 26):
+            c = 16 + shear * (v - 15.5)
+            img[v, int(round(c - width / 2)) : int(round(c + width / 2))] = 1
+        return img
+
+    x = torch.stack([bar(2, 0.0), bar(6, 0.0), bar(2, 0.4), bar(2, -0.4)]).unsqueeze(1)
+    slant, width = slant_and_width(x)
+    assert abs(slant[0]) < 1e-3 and abs(slant[1]) < 1e-3
+    assert abs(slant[2] - 0.4) < 0.05 and abs(slant[3] + 0.4) < 0.05
+    assert width[1] > 2.5 * width[0]
+    assert abs(width[2] - width[0]) < 0.25 * width[0]  # the sheared bar is as wide once deskewed
+    t = torch.linspace(-1, 1, 5).repeat(3, 1)
+    assert within_correlation(t, 2 * t + torch.arange(3.0).view(3, 1) * 10) > 0.999
+    assert abs(within_correlation(t, torch.arange(3.0).view(3, 1).expand(3, 5))) < 1e-9
+    with pytest.raises(ValueError, match="one channel"):
+        slant_and_width(torch.zeros(2, 3, 8, 8))
