@@ -100,84 +100,69 @@ def conv_weight_grad(
     )[1]
 
 
-class _ConvFn(torch.autograd.Function):
-    """y = conv2d(x, w) + b: PyTorch's forward, the routes above for the gradients."""
-
-    @staticmethod
-    def forward(ctx, x, w, b, stride, padding):  # type: ignore[override]
-        dt = _compute_dtype(x)
-        xc, wc = x.to(dt), w.to(dt)
-        with torch.autocast("cpu", enabled=False):
-            y = F.conv2d(xc, wc, b.to(dt) if b is not None else None, stride=stride, padding=padding)
-        ctx.save_for_backward(xc, wc)
-        ctx.conf = (stride, padding, x.dtype, (w.dtype, w.shape, w.stride()), b is not None)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        xc, wc = ctx.saved_tensors
-        stride, padding, x_dtype, w, has_bias = ctx.conf
-        g = grad.to(wc.dtype)
-        gx = gw = gb = None
-        with torch.autocast("cpu", enabled=False):
-            if ctx.needs_input_grad[0]:
-                if xc.shape[1] <= FOLD_MAX_CHANNELS:  # a transposed convolution back to one channel
-                    gx = _fold_transposed(g, wc, tuple(xc.shape[2:]), stride, padding)
-                else:
-                    gx = torch.ops.aten.convolution_backward(
-                        g,
-                        xc,
-                        wc,
-                        None,
-                        list(stride),
-                        list(padding),
-                        [1, 1],
-                        False,
-                        [0, 0],
-                        1,
-                        [True, False, False],
-                    )[0]
-                gx = gx.to(x_dtype)
-            if ctx.needs_input_grad[1]:
-                gw = _grad_like(conv_weight_grad(g, xc, wc, stride, padding), w)
-            if has_bias and ctx.needs_input_grad[2]:
-                gb = grad.sum((0, 2, 3))
-        return gx, gw, gb, None, None
+def _conv_input_grad(g: torch.Tensor, xc: torch.Tensor, wc: torch.Tensor, stride, padding) -> torch.Tensor:
+    """dL/dx for y = conv2d(x, w): matmul + fold back to one channel, else PyTorch's kernel."""
+    if xc.shape[1] <= FOLD_MAX_CHANNELS:  # a transposed convolution back to one channel
+        return _fold_transposed(g, wc, tuple(xc.shape[2:]), stride, padding)
+    mask = [True, False, False]
+    return torch.ops.aten.convolution_backward(
+        g, xc, wc, None, list(stride), list(padding), [1, 1], False, [0, 0], 1, mask
+    )[0]
 
 
-class _ConvTransposeFn(torch.autograd.Function):
-    """y = conv_transpose2d(x, w) + b, the adjoint of conv2d(., w): the routes above per direction."""
+class _RoutedConvFn(torch.autograd.Function):
+    """y = conv2d(x, w) + b, or with ``out_hw`` given conv_transpose2d(x, w) + b (the adjoint of
+    conv2d(., w)), with each direction of the backward pass on the route chosen above."""
 
     @staticmethod
     def forward(ctx, x, w, b, stride, padding, out_hw):  # type: ignore[override]
         dt = _compute_dtype(x)
         xc, wc = x.to(dt), w.to(dt)
+        bc = b.to(dt) if b is not None else None
         with torch.autocast("cpu", enabled=False):
-            if w.shape[1] <= FOLD_MAX_CHANNELS:
+            if out_hw is None:
+                y = F.conv2d(xc, wc, bc, stride=stride, padding=padding)
+            elif w.shape[1] <= FOLD_MAX_CHANNELS:
                 y = _fold_transposed(xc, wc, out_hw, stride, padding)
-                if b is not None:
-                    y = y + b.to(dt).view(1, -1, 1, 1)
+                if bc is not None:
+                    y = y + bc.view(1, -1, 1, 1)
             else:
-                bc = b.to(dt) if b is not None else None
                 y = F.conv_transpose2d(xc, wc, bc, stride=stride, padding=padding)
         ctx.save_for_backward(xc, wc)
-        ctx.conf = (stride, padding, x.dtype, (w.dtype, w.shape, w.stride()), b is not None)
+        ctx.conf = (
+            stride,
+            padding,
+            x.dtype,
+            (w.dtype, w.shape, w.stride()),
+            b is not None,
+            out_hw is not None,
+        )
         return y
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         xc, wc = ctx.saved_tensors
-        stride, padding, x_dtype, w, has_bias = ctx.conf
+        stride, padding, x_dtype, w, has_bias, transposed = ctx.conf
         g = grad.to(wc.dtype)
         gx = gw = gb = None
         with torch.autocast("cpu", enabled=False):
             if ctx.needs_input_grad[0]:
                 # The adjoint of a transposed convolution is the plain convolution with the same w.
-                gx = F.conv2d(g, wc, stride=stride, padding=padding).to(x_dtype)
+                gx = (
+                    F.conv2d(g, wc, stride=stride, padding=padding)
+                    if transposed
+                    else _conv_input_grad(g, xc, wc, stride, padding)
+                )
+                gx = gx.to(x_dtype)
             if ctx.needs_input_grad[1]:
-                # x = conv2d(y, w) in shape terms, so dL/dw is that convolution's weight gradient
-                # with x's gradient role played by x itself.
-                gw = _grad_like(conv_weight_grad(xc, g, wc, stride, padding), w)
+                # For the transposed layer x = conv2d(y, w) in shape terms, so dL/dw is that
+                # convolution's weight gradient with x in the role of the output gradient.
+                gw = (
+                    conv_weight_grad(xc, g, wc, stride, padding)
+                    if transposed
+                    else conv_weight_grad(g, xc, wc, stride, padding)
+                )
+                gw = _grad_like(gw, w)
             if has_bias and ctx.needs_input_grad[2]:
                 gb = grad.sum((0, 2, 3))
         return gx, gw, gb, None, None, None
@@ -200,7 +185,7 @@ class FastConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _routable(self, x):
             return super().forward(x)
-        return _ConvFn.apply(x, self.weight, self.bias, _pair(self.stride), _pair(self.padding))
+        return _RoutedConvFn.apply(x, self.weight, self.bias, _pair(self.stride), _pair(self.padding), None)
 
 
 class FastConvTranspose2d(nn.ConvTranspose2d):
@@ -211,4 +196,4 @@ class FastConvTranspose2d(nn.ConvTranspose2d):
             return super().forward(x, output_size)
         (sh, sw), (ph, pw), (kh, kw) = _pair(self.stride), _pair(self.padding), _pair(self.kernel_size)
         out_hw = ((x.shape[2] - 1) * sh - 2 * ph + kh, (x.shape[3] - 1) * sw - 2 * pw + kw)
-        return _ConvTransposeFn.apply(x, self.weight, self.bias, (sh, sw), (ph, pw), out_hw)
+        return _RoutedConvFn.apply(x, self.weight, self.bias, (sh, sw), (ph, pw), out_hw)
