@@ -20,23 +20,24 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-PATHS = {
-    "default: bf16 + channels-last + reuse_fake": {"train.precision": "bf16", "train.channels_last": True},
-    "bf16 + channels-last, fresh fakes": {
-        "train.precision": "bf16",
-        "train.channels_last": True,
-        "train.reuse_fake": False,
-    },
-    "fp32 reference, fresh fakes": {
-        "train.precision": "fp32",
-        "train.channels_last": False,
-        "train.reuse_fake": False,
-    },
+# path name -> (run folder under --runs, overrides)
+PATHS: dict[str, tuple[str, dict[str, Any]]] = {
+    "default: bf16 + channels-last + reuse_fake": (
+        "default",
+        {"train.precision": "bf16", "train.channels_last": True},
+    ),
+    "bf16 + channels-last, fresh fakes": (
+        "bf16",
+        {"train.precision": "bf16", "train.channels_last": True, "train.reuse_fake": False},
+    ),
+    "fp32 reference, fresh fakes": (
+        "fp32",
+        {"train.precision": "fp32", "train.channels_last": False, "train.reuse_fake": False},
+    ),
 }
-RUN_DIRS = {name: d for name, d in zip(PATHS, ("default", "bf16", "fp32"))}
 
 
-def run(name: str, over: dict[str, Any], steps: int, seed: int, root: str) -> dict[str, Any]:
+def run(name: str, folder: str, over: dict[str, Any], steps: int, seed: int, root: str) -> dict[str, Any]:
     import torch
 
     import ganforge
@@ -46,7 +47,7 @@ def run(name: str, over: dict[str, Any], steps: int, seed: int, root: str) -> di
     overrides = {**over, "train.threads": 1, "train.tensorboard": False, "train.sample_every": 0, "train.steps": steps,
                  "train.minutes": 600.0}  # no wall-clock cap: every run does all its steps
     t0 = time.perf_counter()
-    out = Path(root) / RUN_DIRS[name] / f"seed{seed}"
+    out = Path(root) / folder / f"seed{seed}"
     path = ganforge.train("dcgan", "mnist5k", preset="demo", out=out, seed=seed, overrides=overrides,
                           overwrite=True, progress=False)
     secs = time.perf_counter() - t0
@@ -67,9 +68,12 @@ def main() -> None:
     ap.add_argument("--only", default="", help="run the paths whose name contains this")
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
-    todo = {name: over for name, over in PATHS.items() if a.only in name}
+    todo = {name: spec for name, spec in PATHS.items() if a.only in name}
     with ProcessPoolExecutor(a.jobs) as pool:
-        futures = {name: [pool.submit(run, name, over, a.steps, s, a.runs) for s in seeds] for name, over in todo.items()}
+        futures = {
+            name: [pool.submit(run, name, folder, over, a.steps, s, a.runs) for s in seeds]
+            for name, (folder, over) in todo.items()
+        }
         rows = {name: [f.result() for f in fs] for name, fs in futures.items()}
     summary = {}
     if a.only and Path(a.out).is_file():  # keep the other paths' results

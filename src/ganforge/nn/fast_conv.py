@@ -14,9 +14,10 @@ taken here; a shared machine, so +-30%):
   this route.
 - **The image end.** A transposed convolution down to one channel (G's last layer) runs 4.8 / 1.9
   as one matmul plus a col2im (``F.fold``); a convolution from one channel (D's first layer) gets
-  its input gradient, needed in every G step, 4.9 / 2.6 the same way. A transposed convolution to
-  a few channels gets its input gradient, an ordinary convolution from those channels, from
-  ``F.conv2d`` (64 -> 3 at 64x64, forward and both gradients: 22.2 / 18.0).
+  its input gradient, needed in every G step, 4.9 / 2.6 the same way. A transposed convolution's
+  input gradient is an ordinary convolution, so it comes from ``F.conv2d``'s forward kernel: much
+  faster than the transposed layer's own backward kernel for few output channels (64 -> 3 at
+  64x64, forward and both gradients: 22.2 / 18.0), the same speed for wide ones.
 
 :class:`FastConv2d` and :class:`FastConvTranspose2d` subclass ``nn.Conv2d`` and
 ``nn.ConvTranspose2d`` (same parameters, state-dict keys and init), compute in the autocast dtype
@@ -34,10 +35,8 @@ import torch.nn.functional as F
 
 # Output maps up to this many pixels take the weight gradient through the forward kernel.
 SWAP_MAX_PIXELS = 64
-# Image-side channel counts where the image-end routes were measured to win: matmul + fold for a
-# single channel, F.conv2d for a transposed convolution's input gradient up to 4.
+# Image-side channel count up to which matmul + fold was measured to win (it loses at 3).
 FOLD_MAX_CHANNELS = 1
-ADJOINT_MAX_CHANNELS = 4
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
