@@ -62,6 +62,11 @@ class TrainConfig:
             ``reduce-overhead`` records CUDA graphs on a GPU, cutting per-kernel launch overhead;
             ``compile_backend`` picks another backend (``aot_eager`` checks the graph capture without
             code generation).
+        lr_decay: ``linear`` holds the learning rates for the first ``lr_decay_start`` fraction of
+            the step budget, then lowers them linearly to zero at the last step (the schedule of
+            pix2pix/CycleGAN); late in training it settles how often G draws each mode, which a
+            constant rate keeps moving. Needs a step budget (``--steps`` or ``--kimg``). ``none``:
+            constant rates (default).
         sync_bn: under torchrun with several GPUs, batch norm statistics over the global batch
             (SyncBatchNorm) instead of each process's slice; needs CUDA; no effect in one process.
     """
@@ -93,6 +98,8 @@ class TrainConfig:
     on_divergence: Literal["stop", "rollback"] = "stop"
     rollback_lr_factor: float = 0.5
     max_rollbacks: int = 3
+    lr_decay: Literal["none", "linear"] = "none"
+    lr_decay_start: float = 0.5
     sync_bn: bool = False
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
@@ -122,6 +129,13 @@ class TrainConfig:
         require(self.eval_n >= 2, "train.eval_n", "must be >= 2")
         require(0 < self.rollback_lr_factor < 1, "train.rollback_lr_factor", "must be in (0, 1)")
         require(self.max_rollbacks >= 0, "train.max_rollbacks", "must be >= 0")
+        require(0 <= self.lr_decay_start < 1, "train.lr_decay_start", f"must be in [0, 1), got {self.lr_decay_start}")
+        require(
+            self.lr_decay == "none" or self.total_steps is not None,
+            "train.lr_decay",
+            f"= {self.lr_decay!r} needs a step budget to decay towards and this run has only --minutes; "
+            f"give --steps or --kimg, or --set lr_decay=none",
+        )
         from ..metrics.evaluate import parse_metrics
 
         parse_metrics(self.eval_metrics)
@@ -138,6 +152,25 @@ class TrainConfig:
         if self.steps is None and self.kimg is None and self.minutes is None:
             return 5000
         return self.steps
+
+    @property
+    def total_steps(self) -> int | None:
+        """The step the run stops at by its step or image budget (None: only a time budget)."""
+        total = self.budget_steps
+        if self.kimg is not None:
+            by_images = math.ceil(self.kimg * 1000 / self.batch_size)
+            total = by_images if total is None else min(total, by_images)
+        return total
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the base learning rates at ``step`` under ``lr_decay``."""
+        total = self.total_steps
+        if self.lr_decay == "none" or total is None:
+            return 1.0
+        start = int(self.lr_decay_start * total)
+        if step < start:
+            return 1.0
+        return max(total - step, 0) / max(total - start, 1)
 
 
 SECTIONS = ("model", "data", "train", "tech")

@@ -139,10 +139,7 @@ class Training:
         budget_steps = t.budget_steps
         budget_images = None if t.kimg is None else int(t.kimg * 1000)
         budget_seconds = None if t.minutes is None else t.minutes * 60
-        total = budget_steps
-        if budget_images is not None:
-            by_images = math.ceil(budget_images / t.batch_size)
-            total = by_images if total is None else min(total, by_images)
+        total = t.total_steps
         main = self.dist.main  # rank 0 alone shows progress and writes the run folder
         bar = _progress_bar(total, self.step, progress and main, stream)
         writer = _tensorboard(self.dir / "tb") if t.tensorboard and main else None
@@ -286,6 +283,12 @@ class Training:
     def _train_step(self) -> None:
         t = self.cfg.train
         self.recipe.step = self.step  # step-dependent schedules (annealed instance noise)
+        if t.lr_decay != "none":
+            factor = t.lr_factor(self.step)
+            for opt in self.opts.values():
+                for group in opt.param_groups:
+                    # base_lr travels in the optimiser's checkpointed state, so resume and rollback keep it.
+                    group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
         for phase in self.phases:
             if self.step % phase.every:
                 continue
@@ -347,6 +350,8 @@ class Training:
             for opt in self.opts.values():
                 for group in opt.param_groups:
                     group["lr"] *= t.rollback_lr_factor
+                    if "base_lr" in group:  # lr_decay recomputes lr from it each step
+                        group["base_lr"] *= t.rollback_lr_factor
             self.rollbacks += 1
             if not self.dist.main:
                 return True
@@ -389,6 +394,8 @@ class Training:
             "img_per_s": round(rate, 1),
             **{k: round(v, 6) for k, v in values.items()},
         }
+        if self.cfg.train.lr_decay != "none":
+            row["lr_factor"] = round(self.cfg.train.lr_factor(self.step - 1), 6)  # of the last step taken
         with open(self.dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         if writer is not None:
