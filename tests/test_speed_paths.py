@@ -60,6 +60,26 @@ def test_image_convs_equal_builtin_layers_in_fp32(cls, base, args, shape, bias):
         assert torch.allclose(a, b, atol=1e-10)
 
 
+@pytest.mark.parametrize("cls,base,args,shape", CASES)
+def test_channels_last_layers_give_the_same_values_and_grads_in_the_weight_layout(cls, base, args, shape):
+    """train.channels_last stores weights NHWC; every route must give the same numbers and hand
+    back weight gradients already in that layout (no second copy by AccumulateGrad)."""
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    ref = base(*args, bias=True).double()
+    new = cls(*args, bias=True).double()
+    new.load_state_dict(ref.state_dict())
+    new = new.to(memory_format=cl)
+    x = torch.randn(shape, dtype=torch.float64)
+    g = torch.randn_like(ref(x))
+    (y1, gx1, gp1) = _run(ref, x, g)
+    (y2, gx2, gp2) = _run(new, x.contiguous(memory_format=cl), g.contiguous(memory_format=cl))
+    assert torch.allclose(y2, y1, atol=1e-10) and torch.allclose(gx2, gx1, atol=1e-10)
+    for a, b in zip(gp2, gp1):
+        assert torch.allclose(a, b, atol=1e-10)
+    assert new.weight.grad.stride() == new.weight.stride()
+
+
 def test_fast_conv_gradcheck_and_double_backward():
     """First and second derivatives (the gradient penalties of wgan-gp and R1 differentiate D's
     input gradient) on every route."""

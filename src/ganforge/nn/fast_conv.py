@@ -54,6 +54,10 @@ def _grad_like(g: torch.Tensor, w: tuple[torch.dtype, torch.Size, tuple[int, ...
     return torch.empty_strided(shape, stride, dtype=dtype, device=g.device).copy_(g)
 
 
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
 def _pair(v: Any) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
@@ -83,7 +87,14 @@ def conv_weight_grad(
     kh, kw = weight.shape[2:]
     if grad_out.shape[2] * grad_out.shape[3] <= SWAP_MAX_PIXELS:
         r = F.conv2d(inp.transpose(0, 1), grad_out.transpose(0, 1), padding=padding, dilation=stride)
-        return r[:, :, :kh, :kw].transpose(0, 1)
+        r = r[:, :, :kh, :kw]
+        if r.is_contiguous() and _is_channels_last(weight):
+            # r is (C, O, kh, kw) and the weight's layout (O, kh, kw, C): one 2-D transpose of the
+            # (C, O*kh*kw) matrix, several times faster than the generic permuted copy to it
+            # (512x256x4x4 in bf16: 1.2 / 7 ms).
+            c, o = r.shape[:2]
+            return r.reshape(c, o * kh * kw).t().contiguous().view(o, kh, kw, c).permute(0, 3, 1, 2)
+        return r.transpose(0, 1)
     return torch.ops.aten.convolution_backward(
         grad_out,
         inp,
