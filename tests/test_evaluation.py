@@ -156,3 +156,25 @@ def test_modes_metric_on_a_trained_toy_run(tmp_path, tiny_overrides, capsys):
     assert 0 <= r["modes_covered"] <= 8 and 0 <= r["high_quality_fraction"] <= 1 and r["n"] == 2500
     assert main(["eval", str(run), "--metrics", "is"]) == 2  # no class probabilities for 2-D points
     assert np.isfinite(r["modes_covered"])
+
+
+def test_evaluating_during_training_leaves_the_random_stream_alone(tmp_path):
+    """eval_every loads feature extractors (whose construction draws random init) between steps:
+    the run's random stream must not see it, or the eval cadence would change the trained model."""
+    import torch
+
+    from ganforge.metrics.classifier import load_classifier, train_classifier
+    from ganforge.training.config import build_config
+    from ganforge.training.loop import Training
+
+    train_classifier(DataConfig(name="digits"), epochs=1, log=None)  # stored: later evals load it
+    state = torch.get_rng_state()
+    load_classifier("digits", (1, 8, 8))
+    assert torch.equal(state, torch.get_rng_state())
+
+    over = [("train.eval_metrics", "fid"), ("train.eval_n", 32), ("train.tensorboard", False), ("train.batch_size", 16)]
+    tr = Training(build_config("dcgan", "digits", overrides=over), tmp_path / "run")
+    tr.train_step()
+    state = torch.get_rng_state()
+    assert "fid" in tr.evaluate(None)
+    assert torch.equal(state, torch.get_rng_state())

@@ -219,7 +219,8 @@ def load_classifier(data_name: str, shape: tuple[int, ...]) -> DomainClassifier:
         raise CheckpointError(
             f"{st} does not match its recorded SHA-256; retrain with ganforge classifier train"
         )
-    net = LeNet(int(info["shape"][0]), int(info["num_classes"]))
+    with torch.random.fork_rng(devices=[]):  # the throwaway init must not move the caller's random stream
+        net = LeNet(int(info["shape"][0]), int(info["num_classes"]))
     try:
         net.load_state_dict(load_file(str(st)), strict=True)
     except (RuntimeError, ValueError) as e:

@@ -425,15 +425,19 @@ class Training:
         if not self.dist.main:  # the others wait in the next step's all-reduce
             return {}
         sample = generator_sampler(self.recipe, self.sample_net(), self.device)
-        result = evaluate(
-            sample,
-            self.cfg.data,
-            self.data.spec,
-            parse_metrics(t.eval_metrics),
-            n=t.eval_n,
-            extractor=t.eval_extractor,
-            seed=t.seed,
-        )
+        # Evaluating must not move the run's random stream (feature extractors and data loading may
+        # draw from it): a run with eval_every trains to the same weights as one without.
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            result = evaluate(
+                sample,
+                self.cfg.data,
+                self.data.spec,
+                parse_metrics(t.eval_metrics),
+                n=t.eval_n,
+                extractor=t.eval_extractor,
+                seed=t.seed,
+            )
         write_result(self.dir, self.step, round(self.images_seen / 1000, 3), result)
         if writer is not None:
             for k, v in result.items():
