@@ -71,3 +71,23 @@ def test_decay_changes_training_only_after_its_start(tmp_path, tiny_overrides):
     f6, d6 = (load_file(str(ckpt.checkpoint_paths(r / "checkpoints", 6)[0])) for r in (flat, dec))
     assert all(torch.equal(f3[k], d3[k]) for k in f3)  # steps 0-2: factor 1, identical
     assert any(not torch.equal(f6[k], d6[k]) for k in f6 if k.startswith("G."))
+
+
+def test_rollback_lowers_the_decaying_rates_for_good(tmp_path, tiny_overrides):
+    from .test_training import _training
+
+    over = {"train.steps": 8, "train.on_divergence": "rollback", "train.checkpoint_every": 2, "train.lr_decay": "linear"}
+    tr = _training(tmp_path, tiny_overrides, **over)
+    tr.run(progress=False)
+    group = tr.opts["D"].param_groups[0]
+    base = group["base_lr"]
+    tr.step += 3  # pretend training went on, then blew up
+    with torch.no_grad():
+        next(tr.recipe.D.parameters()).fill_(float("inf"))
+    with pytest.warns(UserWarning, match="rolled back"):
+        assert tr.guard({"loss/D": float("nan")}) is True
+    group = tr.opts["D"].param_groups[0]
+    assert group["base_lr"] == pytest.approx(base * 0.5)
+    tr.step = 5
+    tr.train_step()  # the schedule applies on top of the halved base: 0.5 * (8 - 5) / (8 - 4)
+    assert group["lr"] == pytest.approx(base * 0.5 * 0.75)
