@@ -75,6 +75,17 @@ def _fold_transposed(
     return F.fold(cols, out_hw, (kh, kw), padding=padding, stride=stride)
 
 
+def _builtin_backward(
+    g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, stride, padding, want_input: bool
+) -> torch.Tensor:
+    """One gradient of y = conv2d(x, w) (dL/dx if ``want_input``, else dL/dw) by PyTorch's own kernel."""
+    mask = [want_input, not want_input, False]
+    grads = torch.ops.aten.convolution_backward(
+        g, x, w, None, list(stride), list(padding), [1, 1], False, [0, 0], 1, mask
+    )
+    return grads[0] if want_input else grads[1]
+
+
 def conv_weight_grad(
     grad_out: torch.Tensor, inp: torch.Tensor, weight: torch.Tensor, stride, padding
 ) -> torch.Tensor:
@@ -95,29 +106,14 @@ def conv_weight_grad(
             c, o = r.shape[:2]
             return r.reshape(c, o * kh * kw).t().contiguous().view(o, kh, kw, c).permute(0, 3, 1, 2)
         return r.transpose(0, 1)
-    return torch.ops.aten.convolution_backward(
-        grad_out,
-        inp,
-        weight,
-        None,
-        list(stride),
-        list(padding),
-        [1, 1],
-        False,
-        [0, 0],
-        1,
-        [False, True, False],
-    )[1]
+    return _builtin_backward(grad_out, inp, weight, stride, padding, want_input=False)
 
 
 def _conv_input_grad(g: torch.Tensor, xc: torch.Tensor, wc: torch.Tensor, stride, padding) -> torch.Tensor:
     """dL/dx for y = conv2d(x, w): matmul + fold back to one channel, else PyTorch's kernel."""
     if xc.shape[1] <= FOLD_MAX_CHANNELS:  # a transposed convolution back to one channel
         return _fold_transposed(g, wc, tuple(xc.shape[2:]), stride, padding)
-    mask = [True, False, False]
-    return torch.ops.aten.convolution_backward(
-        g, xc, wc, None, list(stride), list(padding), [1, 1], False, [0, 0], 1, mask
-    )[0]
+    return _builtin_backward(g, xc, wc, stride, padding, want_input=True)
 
 
 class _RoutedConvFn(torch.autograd.Function):
