@@ -71,8 +71,9 @@ def _fold_transposed(
     """
     n, c, h, wd = x.shape
     kh, kw = w.shape[2:]
-    cols = torch.matmul(w.reshape(c, -1).t(), x.reshape(n, c, h * wd))  # (N, Cout*kh*kw, H*W)
-    return F.fold(cols, out_hw, (kh, kw), padding=padding, stride=stride)
+    # Rows of x in NHWC order: a view of a channels-last x, so the matmul reads it in place.
+    cols = x.permute(0, 2, 3, 1).reshape(n, h * wd, c) @ w.reshape(c, -1)  # (N, H*W, Cout*kh*kw)
+    return F.fold(cols.transpose(1, 2), out_hw, (kh, kw), padding=padding, stride=stride)
 
 
 def _builtin_backward(

@@ -35,6 +35,9 @@ class TrainConfig:
         threads: CPU threads for torch (None: torch's default, one per core).
         channels_last: store image tensors and conv weights NHWC, the layout oneDNN and cuDNN
             convolutions run fastest in (same maths, different memory order).
+        keep_memory: on a CPU with glibc (Linux), keep freed tensor memory in the process for the
+            next step instead of returning it to the OS and page-faulting it back in (``mallopt``;
+            process-wide, changes no value). ``false`` leaves malloc at its defaults.
         reuse_fake: G's update trains on the fakes of D's last update (with their graph) instead of
             a fresh batch, as the textbook DCGAN loop does: one G forward per step fewer. Applies to
             the unconditional two-player recipes (gan, dcgan, wgan, wgan-gp, lsgan, sngan) except
@@ -80,6 +83,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     threads: int | None = None
     channels_last: bool = True
+    keep_memory: bool = True
     reuse_fake: bool = True
     ema: bool = True
     ema_kimg: float = 10.0

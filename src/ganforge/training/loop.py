@@ -30,6 +30,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from .config import RunConfig
 from .ema import EMA
+from .memory import keep_freed_memory
 from .precision import autocast, make_scaler, resolve_device, resolve_precision
 from .stats import Stats
 
@@ -77,6 +78,8 @@ class Training:
         self.dist = distributed.setup(cfg, self.device)  # torchrun: join the group, take cuda:LOCAL_RANK
         self.device = self.dist.device
         self.precision = resolve_precision(t.precision, self.device)
+        if t.keep_memory and self.device.type == "cpu":
+            keep_freed_memory()
         torch.manual_seed(t.seed)
 
         self.data = (data if data is not None else load_dataset(cfg.data)).to(self.device)
