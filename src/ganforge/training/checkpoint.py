@@ -152,10 +152,22 @@ def load_optimizer(
         for k, v in cur.items():  # JSON turned tuples (betas) into lists
             if isinstance(v, tuple) and isinstance(g.get(k), list):
                 g[k] = tuple(g[k])
+        for k in ("foreach", "fused"):  # how to compute the update is this run's choice, not state
+            if k in cur:
+                g[k] = cur[k]
     try:
         opt.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{where}: optimiser {prefix} state is malformed ({e})") from e
+    # Moments are stored contiguous; give them back their parameter's memory layout (channels-last
+    # weights). Fused Adam walks parameter and moments as flat arrays, so with mismatched layouts
+    # it would pair the wrong elements, not just run slower.
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            for key, val in st.items():
+                if isinstance(val, torch.Tensor) and val.shape == p.shape and val.stride() != p.stride():
+                    st[key] = torch.empty_like(p, dtype=val.dtype).copy_(val)
 
 
 def encode_bytes(t: torch.Tensor) -> str:

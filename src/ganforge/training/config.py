@@ -35,6 +35,9 @@ class TrainConfig:
         threads: CPU threads for torch (None: torch's default, one per core).
         channels_last: store image tensors and conv weights NHWC, the layout oneDNN and cuDNN
             convolutions run fastest in (same maths, different memory order).
+        fused_optim: Adam as PyTorch's fused kernel (CPU and CUDA) instead of its foreach
+            implementation: the same update, fewer passes over memory. It is an implementation
+            choice, not state: a resumed run uses the current setting.
         keep_memory: on a CPU with glibc (Linux), keep freed tensor memory in the process for the
             next step instead of returning it to the OS and page-faulting it back in (``mallopt``;
             process-wide, changes no value). ``false`` leaves malloc at its defaults.
@@ -84,6 +87,7 @@ class TrainConfig:
     threads: int | None = None
     channels_last: bool = True
     keep_memory: bool = True
+    fused_optim: bool = True
     reuse_fake: bool = True
     ema: bool = True
     ema_kimg: float = 10.0

@@ -25,6 +25,7 @@ import torch
 from ..data import InMemoryDataset, load_dataset
 from ..errors import CheckpointError, ConfigError, DivergenceError, GanforgeError
 from ..models import MODELS, Recipe
+from ..models.base import fused_optimizers
 from ..techniques import build_recipe, needs_double_backward
 from . import checkpoint as ckpt
 from . import distributed
@@ -102,7 +103,8 @@ class Training:
             self.recipe.attach_sampler(self.sampler)
         if fmt is not None:
             self.data.x = self.data.x.contiguous(memory_format=fmt)
-        self.opts = self.recipe.make_optimizers()
+        with fused_optimizers(t.fused_optim):
+            self.opts = self.recipe.make_optimizers()
         # What each optimiser steps, in a fixed order: the gradients averaged over processes.
         self.opt_params = {k: [p for g in o.param_groups for p in g["params"]] for k, o in self.opts.items()}
         self.scalers = {k: make_scaler(self.device, self.precision) for k in self.opts}
