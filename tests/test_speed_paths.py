@@ -14,8 +14,9 @@ from ganforge.training.precision import cpu_has_bf16
 
 from .conftest import QUIET, TINY
 
-# Every route: fold (one image channel), the adjoint conv2d (few), the swapped weight gradient
-# (output maps of <= 16 pixels) and PyTorch's own kernels (larger maps), odd sizes included.
+# Every route: fold (one image channel), sub-pixel (2-4 image channels, 4x4 stride 2), the adjoint
+# conv2d, the swapped weight gradient (output maps of <= 64 pixels) and PyTorch's own kernels
+# (larger maps), odd sizes included.
 CASES = [
     (FastConvTranspose2d, nn.ConvTranspose2d, (8, 1, 4, 2, 1), (3, 8, 5, 6)),
     (FastConvTranspose2d, nn.ConvTranspose2d, (8, 6, 4, 2, 1), (3, 8, 3, 3)),
@@ -29,7 +30,10 @@ CASES = [
     (FastConvTranspose2d, nn.ConvTranspose2d, (8, 3, 4, 2, 1), (2, 8, 4, 4)),
     (FastConvTranspose2d, nn.ConvTranspose2d, (6, 2, 3, 1, 1), (2, 6, 5, 5)),
     (FastConv2d, nn.Conv2d, (1, 8, 4, 2, 1), (3, 1, 10, 12)),
-    (FastConv2d, nn.Conv2d, (3, 8, 4, 2, 1), (2, 3, 8, 8)),
+    (FastConv2d, nn.Conv2d, (3, 8, 4, 2, 1), (2, 3, 8, 8)),  # sub-pixel input gradient
+    (FastConv2d, nn.Conv2d, (3, 8, 4, 2, 1), (2, 3, 9, 7)),  # odd input: PyTorch's input gradient
+    (FastConvTranspose2d, nn.ConvTranspose2d, (8, 4, 4, 2, 1), (2, 8, 5, 3)),  # sub-pixel, 4 channels
+    (FastConvTranspose2d, nn.ConvTranspose2d, (8, 5, 4, 2, 1), (2, 8, 3, 3)),  # 5: PyTorch's kernel
     (FastConv2d, nn.Conv2d, (2, 4, (4, 3), 1, 0), (2, 2, 7, 7)),  # D's last layer shape: valid conv
 ]
 
