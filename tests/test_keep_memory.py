@@ -89,3 +89,16 @@ def test_kept_memory_changes_no_value(tmp_path):
     assert off.keys() == on.keys()
     for k in off:
         assert torch.equal(off[k], on[k]), k
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_loading_a_run_for_sampling_applies_its_setting(tmp_path, monkeypatch, tiny_overrides, keep):
+    import ganforge
+    import ganforge.api as api
+
+    data, over = tiny_overrides("dcgan", **{"train.keep_memory": keep})
+    run = ganforge.train("dcgan", data, out=tmp_path / "run", steps=1, overrides=over, progress=False)
+    calls = []
+    monkeypatch.setattr(api, "keep_freed_memory", lambda: calls.append(1) or True)
+    ganforge.load(run)
+    assert calls == ([1] if keep else [])

@@ -15,6 +15,7 @@ from .techniques import build_recipe
 from .training import checkpoint as ckpt
 from .training.config import SECTIONS, RunConfig, build_config, resolve_key
 from .training.loop import truncate_metrics
+from .training.memory import keep_freed_memory
 
 
 def _read_config(run_dir: Path) -> RunConfig:
@@ -228,6 +229,8 @@ def load(
     prefix = "G_ema" if ema and any(k.startswith("G_ema.") for k in tensors) else "G"
     ckpt.load_module(prefix, recipe.G, tensors, json_path.name)
     dev = torch.device(device)
+    if dev.type == "cpu" and cfg.train.keep_memory:  # sampling/serving repeats allocations like training
+        keep_freed_memory()
     G = recipe.G.to(dev).eval().requires_grad_(False)
     recipe.nets["G"] = G
     return LoadedModel(recipe, G, cfg, record["step"], dev, int(record.get("images_seen", 0)))

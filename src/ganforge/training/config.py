@@ -40,7 +40,8 @@ class TrainConfig:
             choice, not state: a resumed run uses the current setting.
         keep_memory: on a CPU with glibc (Linux), keep freed tensor memory in the process for the
             next step instead of returning it to the OS and page-faulting it back in (``mallopt``;
-            process-wide, changes no value). ``false`` leaves malloc at its defaults.
+            process-wide, changes no value); also when a loaded run samples or serves. ``false``
+            leaves malloc at its defaults.
         reuse_fake: G's update trains on the fakes of D's last update (with their graph) instead of
             a fresh batch, as the textbook DCGAN loop does: one G forward per step fewer. Applies to
             the unconditional two-player recipes (gan, dcgan, wgan, wgan-gp, lsgan, sngan) except
