@@ -88,7 +88,7 @@ def main() -> None:
         }
     summary = {name: summary[name] for name in PATHS if name in summary}
     result = {
-        "command": f"python benchmarks/quality_guard.py --steps {a.steps} --seeds {a.seeds}",
+        "command": f"python benchmarks/quality_guard.py --steps {a.steps} --seeds {a.seeds} --out {a.out} --runs {a.runs}",
         "steps": a.steps,
         "summary": summary,
     }

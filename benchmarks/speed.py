@@ -6,7 +6,10 @@ For each configuration (32x32 grey batch 128; 64x64 RGB batch 64) it alternates 
 (`shared/bench/textbook_dcgan.py`: eager fp32, Sigmoid + BCE, a `.item()` per step) and
 `ganforge bench dcgan` with the same architecture (ngf = ndf = 64, z = 100) and batch, in
 separate processes, A B A B ..., and reports the median of the per-round ratios, so drift of a
-shared machine's speed cancels. Writes JSON to benchmarks/results/speed.json and a markdown table.
+shared machine's speed cancels. Each round also runs the yardstick with the malloc setting of
+``train.keep_memory`` applied to its process, and reports the ratio against that too: how much of
+the speed-up is left when the textbook script gets the same allocator. Writes JSON to
+benchmarks/results/speed.json and a markdown table.
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ def yardstick_path() -> Path:
     sys.exit("textbook_dcgan.py not found: set GANFORGE_YARDSTICK=/path/to/textbook_dcgan.py")
 
 
+# The yardstick in a process where ganforge's allocator setting is applied first.
+TUNED = (
+    "import runpy, sys; from ganforge.training.memory import keep_freed_memory; "
+    "assert keep_freed_memory(); sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
 def run_json(cmd: list[str]) -> dict:
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -53,23 +63,13 @@ def main() -> None:
     }
     rows = []
     for size, ch, batch in configs:
-        ref_runs, results = [], {name: [] for name in variants}
+        ref_runs, tuned_runs, results = [], [], {name: [] for name in variants}
+        yard_args = [str(yard), "--size", str(size), "--batch", str(batch), "--steps", str(a.steps), "--device", a.device]
         for _ in range(a.rounds):
-            ref = run_json(
-                [
-                    sys.executable,
-                    str(yard),
-                    "--size",
-                    str(size),
-                    "--batch",
-                    str(batch),
-                    "--steps",
-                    str(a.steps),
-                    "--device",
-                    a.device,
-                ]
-            )
+            ref = run_json([sys.executable, *yard_args])
             ref_runs.append(ref)
+            tuned = run_json([sys.executable, "-c", TUNED, *yard_args])
+            tuned_runs.append(tuned)
             for name, extra in variants.items():
                 gf = run_json(
                     [
@@ -91,7 +91,9 @@ def main() -> None:
                         *extra,
                     ]
                 )
-                results[name].append((gf, gf["train_img_per_s"] / ref["img_per_s"]))
+                results[name].append(
+                    (gf, gf["train_img_per_s"] / ref["img_per_s"], gf["train_img_per_s"] / tuned["img_per_s"])
+                )
         ref_med = statistics.median(r["img_per_s"] for r in ref_runs)
         for name, runs in results.items():
             last = runs[-1][0]
@@ -100,12 +102,14 @@ def main() -> None:
                     "config": f"{size}x{size}x{ch}, batch {batch}",
                     "variant": name,
                     "yardstick_img_per_s": round(ref_med, 1),
-                    "ganforge_img_per_s": round(statistics.median(g["train_img_per_s"] for g, _ in runs), 1),
-                    "ratio_median": round(statistics.median(r for _, r in runs), 2),
-                    "ratio_min": round(min(r for _, r in runs), 2),
-                    "ratio_max": round(max(r for _, r in runs), 2),
-                    "sample_img_per_s": round(statistics.median(g["sample_img_per_s"] for g, _ in runs), 1),
-                    "step_ms": round(statistics.median(g["step_ms"] for g, _ in runs), 1),
+                    "ganforge_img_per_s": round(statistics.median(g["train_img_per_s"] for g, _, _ in runs), 1),
+                    "ratio_median": round(statistics.median(r for _, r, _ in runs), 2),
+                    "ratio_min": round(min(r for _, r, _ in runs), 2),
+                    "ratio_max": round(max(r for _, r, _ in runs), 2),
+                    "tuned_yardstick_img_per_s": round(statistics.median(r["img_per_s"] for r in tuned_runs), 1),
+                    "ratio_vs_tuned_median": round(statistics.median(t for _, _, t in runs), 2),
+                    "sample_img_per_s": round(statistics.median(g["sample_img_per_s"] for g, _, _ in runs), 1),
+                    "step_ms": round(statistics.median(g["step_ms"] for g, _, _ in runs), 1),
                     "peak_mem_mb": last["peak_mem_mb"],
                     "peak_fraction": last["peak_fraction"],
                     "precision": last["precision"],
@@ -117,14 +121,16 @@ def main() -> None:
     (ROOT / "benchmarks/results").mkdir(parents=True, exist_ok=True)
     (ROOT / "benchmarks/results/speed.json").write_text(json.dumps(rows, indent=2))
     lines = [
-        "| config | variant | yardstick img/s | ganforge img/s | ratio (median, min-max) | sampling img/s "
+        "| config | variant | yardstick img/s | ganforge img/s | ratio (median, min-max) "
+        "| yardstick with keep_memory's malloc setting: img/s, ratio | sampling img/s "
         "| step ms | peak MB | fraction of matmul peak |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['variant']} | {r['yardstick_img_per_s']} | {r['ganforge_img_per_s']} | "
-            f"{r['ratio_median']}x ({r['ratio_min']}-{r['ratio_max']}) | {r['sample_img_per_s']} | "
+            f"{r['ratio_median']}x ({r['ratio_min']}-{r['ratio_max']}) | "
+            f"{r['tuned_yardstick_img_per_s']}, {r['ratio_vs_tuned_median']}x | {r['sample_img_per_s']} | "
             f"{r['step_ms']} | {r['peak_mem_mb']} | {r['peak_fraction']} |"
         )
     table = "\n".join(lines)
