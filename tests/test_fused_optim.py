@@ -34,7 +34,6 @@ def test_fused_training_matches_foreach(tmp_path, tiny_overrides):
     for k in a:
         if k.startswith(("G.", "D.")) and a[k].is_floating_point():
             assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
-    assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("G."))  # two kernels, really
 
 
 @pytest.mark.parametrize("first,then", [(True, True), (False, True), (True, False)])
