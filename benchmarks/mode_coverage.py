@@ -32,7 +32,13 @@ TOY_NETS = {"model.z_dim": 16, "model.g_hidden": [128, 128], "model.d_hidden": [
 # fakes); pinning it keeps them reproducible.
 TOY = {**TOY_NETS, "train.batch_size": 256, "train.reuse_fake": False}
 # Unrolled GAN's stacked-MNIST setting: D at a quarter of G's width.
-STACKED = {"data.resolution": 32, "model.ngf": 32, "model.ndf": 8, "train.batch_size": 64, "train.reuse_fake": False}
+STACKED = {
+    "data.resolution": 32,
+    "model.ngf": 32,
+    "model.ndf": 8,
+    "train.batch_size": 64,
+    "train.reuse_fake": False,
+}
 
 # cell -> (model, data, overrides, steps). The toy cells run on both ring8 and grid25.
 TOY_CELLS: dict[str, tuple[str, dict[str, Any], int]] = {
@@ -66,7 +72,9 @@ PUBLISHED = {
 }
 
 
-def cells(best: dict[str, dict[str, tuple[str, dict[str, Any], int]]]) -> dict[str, tuple[str, str, dict[str, Any], int]]:
+def cells(
+    best: dict[str, dict[str, tuple[str, dict[str, Any], int]]],
+) -> dict[str, tuple[str, str, dict[str, Any], int]]:
     out = {}
     for data in ("ring8", "grid25"):
         for name, (model, over, steps) in {**TOY_CELLS, **best.get(data, {})}.items():
@@ -89,7 +97,11 @@ BEST: dict[str, dict[str, tuple[str, dict[str, Any], int]]] = {
     "ring8": {"best-pacgan2-20k": ("gan", {"tech.pack": 2}, 20000)},
     "grid25": {"best-pacgan2-30k": ("gan", {"tech.pack": 2}, 30000)},
     "stacked-mnist": {
-        "best-pacgan2-fullD-12k": ("dcgan", {"model.ndf": 32, "tech.pack": 2, "train.reuse_fake": True}, 12000),
+        "best-pacgan2-fullD-12k": (
+            "dcgan",
+            {"model.ndf": 32, "tech.pack": 2, "train.reuse_fake": True},
+            12000,
+        ),
         "best-pacgan2-w64-12k": (
             "dcgan",
             {"model.ngf": 64, "model.ndf": 64, "tech.pack": 2, "train.reuse_fake": True},
@@ -104,23 +116,39 @@ def command(model: str, data: str, over: dict[str, Any], steps: int) -> str:
     return f"ganforge train {model} --data {data} --steps {steps} {sets}"
 
 
-def run_cell(name: str, model: str, data: str, over: dict[str, Any], steps: int, seed: int, root: str) -> dict[str, Any]:
+def run_cell(
+    name: str, model: str, data: str, over: dict[str, Any], steps: int, seed: int, root: str
+) -> dict[str, Any]:
     import torch
 
     import ganforge
     from ganforge.metrics.evaluate import evaluate, generator_sampler
 
     torch.set_num_threads(1)
-    over = {**over, "train.threads": 1, "train.tensorboard": False, "train.sample_every": max(steps // 4, 1),
-            "train.checkpoint_every": steps, "train.log_every": 100}
+    over = {
+        **over,
+        "train.threads": 1,
+        "train.tensorboard": False,
+        "train.sample_every": max(steps // 4, 1),
+        "train.checkpoint_every": steps,
+        "train.log_every": 100,
+    }
     t0 = time.perf_counter()
     run = ganforge.train(
-        model, data, out=Path(root) / name.replace("/", "-") / f"seed{seed}", steps=steps, seed=seed,
-        overrides=over, overwrite=True, progress=False,
+        model,
+        data,
+        out=Path(root) / name.replace("/", "-") / f"seed{seed}",
+        steps=steps,
+        seed=seed,
+        overrides=over,
+        overwrite=True,
+        progress=False,
     )
     train_s = time.perf_counter() - t0
     m = ganforge.load(run)
-    res = evaluate(generator_sampler(m.recipe, m.G, m.device), m.config.data, m.spec, ["modes"], n=2500, seed=seed)
+    res = evaluate(
+        generator_sampler(m.recipe, m.G, m.device), m.config.data, m.spec, ["modes"], n=2500, seed=seed
+    )
     res.update(cell=name, seed=seed, train_s=round(train_s, 1))
     print(json.dumps(res), flush=True)
     return res
@@ -143,8 +171,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--only", default="", help="run the cells whose name contains this (e.g. ring8/, stacked)")
-    ap.add_argument("--steps-scale", type=float, default=1.0, help="multiply every cell's steps (quick looks)")
+    ap.add_argument(
+        "--only", default="", help="run the cells whose name contains this (e.g. ring8/, stacked)"
+    )
+    ap.add_argument(
+        "--steps-scale", type=float, default=1.0, help="multiply every cell's steps (quick looks)"
+    )
     ap.add_argument("--out", default="benchmarks/results/mode_coverage.json")
     ap.add_argument("--runs", default="runs/bench-modes")
     a = ap.parse_args()
@@ -157,7 +189,9 @@ def main() -> None:
         for name, (model, data, over, steps) in todo.items():
             steps = max(int(steps * a.steps_scale), 1)
             futures[name] = [pool.submit(run_cell, name, model, data, over, steps, s, a.runs) for s in seeds]
-            results.setdefault("cells", {})[name] = {"command": command(model, data, over, steps) + " --seed S"}
+            results.setdefault("cells", {})[name] = {
+                "command": command(model, data, over, steps) + " --seed S"
+            }
         for name, fs in futures.items():
             rows = [f.result() for f in fs]
             results["cells"][name].update(summarise(rows), published=PUBLISHED.get(name, ""))
@@ -174,13 +208,17 @@ def fmt(pair: list[float], pct: bool = False, digits: int = 1) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    lines = ["| dataset / cell | modes (mean ± std) | high quality / KL | seeds | train s | published |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset / cell | modes (mean ± std) | high quality / KL | seeds | train s | published |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, c in results.get("cells", {}).items():
         if "modes" not in c:
             continue
         second = fmt(c["high_quality"], pct=True) if "high_quality" in c else f"KL {fmt(c['kl'], digits=2)}"
-        lines.append(f"| {name} | {fmt(c['modes'])} | {second} | {c['seeds']} | {c['train_s'][0]:.0f} | {c['published']} |")
+        lines.append(
+            f"| {name} | {fmt(c['modes'])} | {second} | {c['seeds']} | {c['train_s'][0]:.0f} | {c['published']} |"
+        )
     return "\n".join(lines)
 
 

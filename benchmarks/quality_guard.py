@@ -44,15 +44,31 @@ def run(name: str, folder: str, over: dict[str, Any], steps: int, seed: int, roo
     from ganforge.metrics.evaluate import evaluate, generator_sampler
 
     torch.set_num_threads(1)
-    overrides = {**over, "train.threads": 1, "train.tensorboard": False, "train.sample_every": 0, "train.steps": steps,
-                 "train.minutes": 600.0}  # no wall-clock cap: every run does all its steps
+    overrides = {
+        **over,
+        "train.threads": 1,
+        "train.tensorboard": False,
+        "train.sample_every": 0,
+        "train.steps": steps,
+        "train.minutes": 600.0,
+    }  # no wall-clock cap: every run does all its steps
     t0 = time.perf_counter()
     out = Path(root) / folder / f"seed{seed}"
-    path = ganforge.train("dcgan", "mnist5k", preset="demo", out=out, seed=seed, overrides=overrides,
-                          overwrite=True, progress=False)
+    path = ganforge.train(
+        "dcgan",
+        "mnist5k",
+        preset="demo",
+        out=out,
+        seed=seed,
+        overrides=overrides,
+        overwrite=True,
+        progress=False,
+    )
     secs = time.perf_counter() - t0
     m = ganforge.load(path)
-    res = evaluate(generator_sampler(m.recipe, m.G, m.device), m.config.data, m.spec, ["fid"], n=5000, seed=seed)
+    res = evaluate(
+        generator_sampler(m.recipe, m.G, m.device), m.config.data, m.spec, ["fid"], n=5000, seed=seed
+    )
     row = {"path": name, "seed": seed, "domain_fid": res["fid"], "train_s": round(secs, 1)}
     print(json.dumps(row), flush=True)
     return row
@@ -96,7 +112,9 @@ def main() -> None:
     Path(a.out).write_text(json.dumps(result, indent=1))
     print("| path | domain FID (mean ± std over seeds) | train s (1 thread) |\n|---|---|---|")
     for name, s in summary.items():
-        print(f"| {name} | {s['domain_fid_mean']:.1f} ± {s['domain_fid_std']:.1f} | {s['train_s_mean']:.0f} |")
+        print(
+            f"| {name} | {s['domain_fid_mean']:.1f} ± {s['domain_fid_std']:.1f} | {s['train_s_mean']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -64,7 +64,17 @@ def main() -> None:
     rows = []
     for size, ch, batch in configs:
         ref_runs, tuned_runs, results = [], [], {name: [] for name in variants}
-        yard_args = [str(yard), "--size", str(size), "--batch", str(batch), "--steps", str(a.steps), "--device", a.device]
+        yard_args = [
+            str(yard),
+            "--size",
+            str(size),
+            "--batch",
+            str(batch),
+            "--steps",
+            str(a.steps),
+            "--device",
+            a.device,
+        ]
         for _ in range(a.rounds):
             ref = run_json([sys.executable, *yard_args])
             ref_runs.append(ref)
@@ -102,13 +112,19 @@ def main() -> None:
                     "config": f"{size}x{size}x{ch}, batch {batch}",
                     "variant": name,
                     "yardstick_img_per_s": round(ref_med, 1),
-                    "ganforge_img_per_s": round(statistics.median(g["train_img_per_s"] for g, _, _ in runs), 1),
+                    "ganforge_img_per_s": round(
+                        statistics.median(g["train_img_per_s"] for g, _, _ in runs), 1
+                    ),
                     "ratio_median": round(statistics.median(r for _, r, _ in runs), 2),
                     "ratio_min": round(min(r for _, r, _ in runs), 2),
                     "ratio_max": round(max(r for _, r, _ in runs), 2),
-                    "tuned_yardstick_img_per_s": round(statistics.median(r["img_per_s"] for r in tuned_runs), 1),
+                    "tuned_yardstick_img_per_s": round(
+                        statistics.median(r["img_per_s"] for r in tuned_runs), 1
+                    ),
                     "ratio_vs_tuned_median": round(statistics.median(t for _, _, t in runs), 2),
-                    "sample_img_per_s": round(statistics.median(g["sample_img_per_s"] for g, _, _ in runs), 1),
+                    "sample_img_per_s": round(
+                        statistics.median(g["sample_img_per_s"] for g, _, _ in runs), 1
+                    ),
                     "step_ms": round(statistics.median(g["step_ms"] for g, _, _ in runs), 1),
                     "peak_mem_mb": last["peak_mem_mb"],
                     "peak_fraction": last["peak_fraction"],

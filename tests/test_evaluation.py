@@ -172,7 +172,12 @@ def test_evaluating_during_training_leaves_the_random_stream_alone(tmp_path):
     load_classifier("digits", (1, 8, 8))
     assert torch.equal(state, torch.get_rng_state())
 
-    over = [("train.eval_metrics", "fid"), ("train.eval_n", 32), ("train.tensorboard", False), ("train.batch_size", 16)]
+    over = [
+        ("train.eval_metrics", "fid"),
+        ("train.eval_n", 32),
+        ("train.tensorboard", False),
+        ("train.batch_size", 16),
+    ]
     tr = Training(build_config("dcgan", "digits", overrides=over), tmp_path / "run")
     tr.train_step()
     state = torch.get_rng_state()

@@ -78,7 +78,10 @@ def test_compiled_nets_match_eager(tmp_path, model):
     data, over = TINY[model]
     base = {**over, **QUIET, "train.precision": "fp32", "train.steps": 3}
     runs = []
-    for name, extra in [("eager", {}), ("compiled", {"train.compile": True, "train.compile_backend": "aot_eager"})]:
+    for name, extra in [
+        ("eager", {}),
+        ("compiled", {"train.compile": True, "train.compile_backend": "aot_eager"}),
+    ]:
         tr = Training(build_config(model, data, overrides=list({**base, **extra}.items())), tmp_path / name)
         tr.run(progress=False)
         runs.append(tr)
@@ -93,7 +96,13 @@ def test_compile_failure_is_one_line(tmp_path):
     from ganforge.errors import ConfigError
 
     data, over = TINY["gan"]
-    over = {**over, **QUIET, "train.compile": True, "train.compile_backend": "no-such-backend", "train.steps": 1}
+    over = {
+        **over,
+        **QUIET,
+        "train.compile": True,
+        "train.compile_backend": "no-such-backend",
+        "train.steps": 1,
+    }
     with pytest.raises(ConfigError, match="unknown backend 'no-such-backend'; valid: .*aot_eager"):
         Training(build_config("gan", data, overrides=list(over.items())), tmp_path)
     # A failure inside the compiler on the first step becomes one line with the way out.
@@ -104,5 +113,8 @@ def test_compile_failure_is_one_line(tmp_path):
         raise RuntimeError("simulated compiler failure\nlong traceback ...")
 
     tr._train_step = broken
-    with pytest.raises(ConfigError, match="torch.compile failed on the first step .RuntimeError: simulated compiler failure.; train without it"):
+    with pytest.raises(
+        ConfigError,
+        match="torch.compile failed on the first step .RuntimeError: simulated compiler failure.; train without it",
+    ):
         tr.run(progress=False)

@@ -27,7 +27,9 @@ def test_fused_training_matches_foreach(tmp_path, tiny_overrides):
     runs = {}
     for fused in (True, False):
         data, over = tiny_overrides("dcgan", **{"train.precision": "fp32", "train.fused_optim": fused})
-        run = ganforge.train("dcgan", data, out=tmp_path / str(fused), steps=6, overrides=over, progress=False)
+        run = ganforge.train(
+            "dcgan", data, out=tmp_path / str(fused), steps=6, overrides=over, progress=False
+        )
         runs[fused] = final_tensors(run)
     a, b = runs[True], runs[False]
     assert a.keys() == b.keys()
@@ -43,10 +45,20 @@ def test_resumed_moments_keep_the_parameter_layout(tmp_path, tiny_overrides, fir
     implementation, whichever wrote the checkpoint; the result matches a straight run."""
     data, over = tiny_overrides("dcgan", **{"train.precision": "fp32", "train.channels_last": True})
     straight = ganforge.train(
-        "dcgan", data, out=tmp_path / "a", steps=6, overrides=[*over, ("train.fused_optim", then)], progress=False
+        "dcgan",
+        data,
+        out=tmp_path / "a",
+        steps=6,
+        overrides=[*over, ("train.fused_optim", then)],
+        progress=False,
     )
     half = ganforge.train(
-        "dcgan", data, out=tmp_path / "b", steps=3, overrides=[*over, ("train.fused_optim", first)], progress=False
+        "dcgan",
+        data,
+        out=tmp_path / "b",
+        steps=3,
+        overrides=[*over, ("train.fused_optim", first)],
+        progress=False,
     )
     cfg = build_config("dcgan", data, overrides=[*over, ("train.fused_optim", then), ("train.steps", 6)])
     tr = Training(cfg, half)
@@ -56,7 +68,9 @@ def test_resumed_moments_keep_the_parameter_layout(tmp_path, tiny_overrides, fir
         for p, st in opt.state.items():
             for key in ("exp_avg", "exp_avg_sq"):
                 assert st[key].stride() == p.stride(), (name, key, p.shape)
-    resumed = ganforge.train("dcgan", data, out=half, steps=6, resume=True, overrides=[("train.fused_optim", then)], progress=False)
+    resumed = ganforge.train(
+        "dcgan", data, out=half, steps=6, resume=True, overrides=[("train.fused_optim", then)], progress=False
+    )
     a, b = final_tensors(straight), final_tensors(resumed)
     for k in a:
         if k.startswith(("G.", "D.")) and a[k].is_floating_point():

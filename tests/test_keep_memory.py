@@ -38,7 +38,9 @@ print(faults() - f0)
 
 
 def _faults(keep: bool) -> int:
-    out = subprocess.run([sys.executable, "-c", _PROBE, str(int(keep))], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(int(keep))], capture_output=True, text=True, check=True
+    )
     return int(out.stdout.split()[-1])
 
 

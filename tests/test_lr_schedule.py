@@ -76,7 +76,12 @@ def test_decay_changes_training_only_after_its_start(tmp_path, tiny_overrides):
 def test_rollback_lowers_the_decaying_rates_for_good(tmp_path, tiny_overrides):
     from .test_training import _training
 
-    over = {"train.steps": 8, "train.on_divergence": "rollback", "train.checkpoint_every": 2, "train.lr_decay": "linear"}
+    over = {
+        "train.steps": 8,
+        "train.on_divergence": "rollback",
+        "train.checkpoint_every": 2,
+        "train.lr_decay": "linear",
+    }
     tr = _training(tmp_path, tiny_overrides, **over)
     tr.run(progress=False)
     group = tr.opts["D"].param_groups[0]

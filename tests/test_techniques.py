@@ -68,7 +68,9 @@ def test_every_switch_trains_with_every_unconditional_recipe(model, switch, tmp_
         with pytest.raises(ConfigError, match="real-data target"):
             make(model, tmp_path, **{f"tech.{switch}": SWITCHES[switch]})
         return
-    tr = make(model, tmp_path, image=switch in IMAGE_ONLY, **{f"tech.{switch}": SWITCHES[switch], "train.steps": 3})
+    tr = make(
+        model, tmp_path, image=switch in IMAGE_ONLY, **{f"tech.{switch}": SWITCHES[switch], "train.steps": 3}
+    )
     ckpt.write_json_atomic(tmp_path / "config.json", tr.cfg.to_dict())  # as ganforge.train does
     before = {k: v.detach().clone() for k, v in tr.recipe.G.state_dict().items()}
     tr.run(progress=False)
@@ -138,7 +140,9 @@ def test_unrolling_restores_the_discriminator_exactly(model, tmp_path):
     assert opt_before.keys() == opt_after.keys()
     for i in opt_before:
         for k in opt_before[i]:
-            assert torch.equal(opt_before[i][k], opt_after[i][k]), f"D optimiser state {i}.{k} was not restored"
+            assert torch.equal(opt_before[i][k], opt_after[i][k]), (
+                f"D optimiser state {i}.{k} was not restored"
+            )
     assert all(p.grad is None for p in tr.recipe.D.parameters())
 
 
@@ -161,8 +165,15 @@ def test_resume_with_techniques_is_bitwise(tmp_path):
     """Historical averages, VBN's reference batch and the unrolled D all survive a stop and resume."""
     data, over = tiny(
         "dcgan",
-        **{"tech.unroll": 2, "tech.historical_averaging": 0.01, "tech.vbn": True, "tech.minibatch_disc": 4,
-           "tech.instance_noise": 0.1, "tech.instance_noise_anneal": 6, "tech.diffaugment": "translation"},
+        **{
+            "tech.unroll": 2,
+            "tech.historical_averaging": 0.01,
+            "tech.vbn": True,
+            "tech.minibatch_disc": 4,
+            "tech.instance_noise": 0.1,
+            "tech.instance_noise_anneal": 6,
+            "tech.diffaugment": "translation",
+        },
     )
     items = list(over.items())
     a = ganforge.train("dcgan", data, out=tmp_path / "a", steps=6, overrides=items, progress=False)
@@ -183,8 +194,10 @@ def test_one_sided_label_smoothing_values():
     expected = (0.9 * F.softplus(-real) + 0.1 * F.softplus(real)).mean() + F.softplus(fake).mean()
     assert torch.allclose(bce.d_loss(real, fake), expected)
     # Fake targets are not smoothed: with alpha = 0 it is the plain loss.
-    assert torch.allclose(SmoothedLoss(get_loss("nonsaturating"), 0.0).d_loss(real, fake),
-                          get_loss("nonsaturating").d_loss(real, fake))
+    assert torch.allclose(
+        SmoothedLoss(get_loss("nonsaturating"), 0.0).d_loss(real, fake),
+        get_loss("nonsaturating").d_loss(real, fake),
+    )
     ls = SmoothedLoss(get_loss("lsgan"), 0.1)
     assert torch.allclose(ls.d_loss(torch.tensor([0.9]), torch.tensor([0.0])), torch.tensor(0.0))
     hinge = SmoothedLoss(get_loss("hinge"), 0.2)
@@ -256,7 +269,9 @@ def test_translation_and_cutout():
         block = img[0, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
         h, w = block.shape
         assert h >= 7 and w >= 7  # at most 1/8 of 8 px = 1 px shift
-        assert any(torch.equal(block, x[0, 0, i : i + h, j : j + w]) for i in range(9 - h) for j in range(9 - w))
+        assert any(
+            torch.equal(block, x[0, 0, i : i + h, j : j + w]) for i in range(9 - h) for j in range(9 - w)
+        )
     c = cutout(torch.ones(200, 1, 8, 8))
     frac = (c == 0).float().mean().item()
     assert 0.15 < frac < 0.25  # a 4x4 square of 8x8, partly outside the image near the borders

@@ -177,7 +177,9 @@ def fused_optimizers(on: bool) -> Iterator[None]:
 
 def adam(params, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
     params = list(params)
-    fused = _FUSED_ADAM.get() and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    fused = _FUSED_ADAM.get() and all(
+        p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
+    )
     impl = {"fused": True} if fused else {"foreach": True}
     return torch.optim.Adam(params, lr=lr, betas=betas, **impl)
 

@@ -60,7 +60,9 @@ def needs_double_backward(model_config: Any, tech: TechConfig) -> bool:
     return tech.r1 > 0 or getattr(model_config, "gp_weight", 0) > 0
 
 
-def build_recipe(model_name: str, model_config: Any, spec: DataSpec, tech: TechConfig | None = None) -> Recipe:
+def build_recipe(
+    model_name: str, model_config: Any, spec: DataSpec, tech: TechConfig | None = None
+) -> Recipe:
     """The recipe of a run, with the techniques of ``tech`` applied."""
     cls = MODELS.get(model_name)
     recipe = cls(model_config, spec)
@@ -193,7 +195,9 @@ class TechniqueRecipe:
     feature matching, unrolls D around G's step, and adjusts the optimisers.
     """
 
-    def __init__(self, inner: Recipe, tech: TechConfig, model_name: str, model_config: Any, spec: DataSpec) -> None:
+    def __init__(
+        self, inner: Recipe, tech: TechConfig, model_name: str, model_config: Any, spec: DataSpec
+    ) -> None:
         self.inner, self.tech = inner, tech
         self.nets = inner.nets
         self.sampler: Any = None
@@ -201,8 +205,12 @@ class TechniqueRecipe:
         self._unrolled: tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]] | None = None
         image = spec.kind == "image"
         if tech.augments and not image:
-            raise ConfigError(f"tech.diffaugment augments images; {model_name} is training on {spec.kind} data")
-        if tech.label_smoothing and not isinstance(getattr(inner, "loss", None), Minimax | LeastSquares | Hinge):
+            raise ConfigError(
+                f"tech.diffaugment augments images; {model_name} is training on {spec.kind} data"
+            )
+        if tech.label_smoothing and not isinstance(
+            getattr(inner, "loss", None), Minimax | LeastSquares | Hinge
+        ):
             loss = getattr(getattr(inner, "config", None), "loss", "?")
             raise ConfigError(
                 f"tech.label_smoothing needs a loss with a real-data target (nonsaturating, minimax, lsgan, "
@@ -229,7 +237,9 @@ class TechniqueRecipe:
         if tech.vbn:
             G = inner.nets["G"]
             if to_virtual_batch_norm(G, tech.vbn_ref) == 0:
-                raise ConfigError(f"tech.vbn: {model_name}'s generator has no batch norm or hidden linear layer")
+                raise ConfigError(
+                    f"tech.vbn: {model_name}'s generator has no batch norm or hidden linear layer"
+                )
             g = torch.Generator().manual_seed(VBN_SEED)
             inner.nets["G"] = VBNGenerator(G, inner.latent(tech.vbn_ref, "cpu", generator=g))
         if tech.historical_averaging:
@@ -253,7 +263,9 @@ class TechniqueRecipe:
 
     # G and D come from the wrapped recipe: it shares this ``nets`` dict, so they are the wrapped nets.
 
-    def to(self, device: torch.device | str, memory_format: torch.memory_format | None = None) -> TechniqueRecipe:
+    def to(
+        self, device: torch.device | str, memory_format: torch.memory_format | None = None
+    ) -> TechniqueRecipe:
         self.inner.to(device, memory_format)
         return self
 
@@ -297,15 +309,21 @@ class TechniqueRecipe:
         out = []
         for p in phases:
             if p.net == "D":
-                out.append(dataclasses.replace(p, loss=self._d_loss(p.loss), after_step=self._d_after(p.after_step)))
+                out.append(
+                    dataclasses.replace(p, loss=self._d_loss(p.loss), after_step=self._d_after(p.after_step))
+                )
             elif p.net == "G":
-                out.append(dataclasses.replace(p, loss=self._g_loss(p.loss), after_step=self._g_after(p.after_step)))
+                out.append(
+                    dataclasses.replace(p, loss=self._g_loss(p.loss), after_step=self._g_after(p.after_step))
+                )
             else:
                 out.append(p)
         self._d_phase = next(p for p in out if p.net == "D")
         return out
 
-    def _d_loss(self, base: Callable[[Batch, Report], torch.Tensor]) -> Callable[[Batch, Report], torch.Tensor]:
+    def _d_loss(
+        self, base: Callable[[Batch, Report], torch.Tensor]
+    ) -> Callable[[Batch, Report], torch.Tensor]:
         t = self.tech
 
         def loss(batch: Batch, report: Report) -> torch.Tensor:
@@ -338,7 +356,9 @@ class TechniqueRecipe:
 
         return after
 
-    def _g_loss(self, base: Callable[[Batch, Report], torch.Tensor]) -> Callable[[Batch, Report], torch.Tensor]:
+    def _g_loss(
+        self, base: Callable[[Batch, Report], torch.Tensor]
+    ) -> Callable[[Batch, Report], torch.Tensor]:
         t = self.tech
 
         def loss(batch: Batch, report: Report) -> torch.Tensor:
@@ -379,7 +399,11 @@ class TechniqueRecipe:
     # --- unrolling -------------------------------------------------------------------------
     def d_state(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
         """Everything a D step changes: D's (and its history's) tensors and the D optimiser's state."""
-        nets = {k: {n: v.detach().clone() for n, v in net.state_dict().items()} for k, net in self.nets.items() if k != "G" and k != "G_hist"}
+        nets = {
+            k: {n: v.detach().clone() for n, v in net.state_dict().items()}
+            for k, net in self.nets.items()
+            if k != "G" and k != "G_hist"
+        }
         return nets, copy.deepcopy(self.opts["D"].state_dict())
 
     def unroll(self, k: int) -> None:

@@ -69,4 +69,8 @@ def diff_augment(x: torch.Tensor, policies: list[str]) -> torch.Tensor:
 
 
 def _format_of(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    return (
+        torch.channels_last
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        else torch.contiguous_format
+    )

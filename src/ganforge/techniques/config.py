@@ -75,7 +75,9 @@ class TechConfig:
             f"must be finite and >= 0, got {self.historical_averaging}",
         )
         require(
-            0 <= self.label_smoothing < 1, "tech.label_smoothing", f"must be in [0, 1), got {self.label_smoothing}"
+            0 <= self.label_smoothing < 1,
+            "tech.label_smoothing",
+            f"must be in [0, 1), got {self.label_smoothing}",
         )
         require(self.vbn_ref >= 2, "tech.vbn_ref", f"must be >= 2, got {self.vbn_ref}")
         require(
@@ -108,4 +110,8 @@ class TechConfig:
         """Names of the switches that are on (for logs and error messages)."""
         default = TechConfig()
         skip = {"minibatch_dim", "vbn_ref", "instance_noise_anneal"}
-        return [f.name for f in fields(self) if f.name not in skip and getattr(self, f.name) != getattr(default, f.name)]
+        return [
+            f.name
+            for f in fields(self)
+            if f.name not in skip and getattr(self, f.name) != getattr(default, f.name)
+        ]

@@ -138,7 +138,11 @@ class TrainConfig:
         require(self.eval_n >= 2, "train.eval_n", "must be >= 2")
         require(0 < self.rollback_lr_factor < 1, "train.rollback_lr_factor", "must be in (0, 1)")
         require(self.max_rollbacks >= 0, "train.max_rollbacks", "must be >= 0")
-        require(0 <= self.lr_decay_start < 1, "train.lr_decay_start", f"must be in [0, 1), got {self.lr_decay_start}")
+        require(
+            0 <= self.lr_decay_start < 1,
+            "train.lr_decay_start",
+            f"must be in [0, 1), got {self.lr_decay_start}",
+        )
         require(
             self.lr_decay == "none" or self.total_steps is not None,
             "train.lr_decay",
@@ -249,7 +253,9 @@ def resolve_key(model_name: str, key: str) -> tuple[str, str]:
     if "." in key:
         section, _, name = key.partition(".")
         if section not in schemas:
-            raise ConfigError(f"unknown config section {section!r} in {key!r}; use model., data., train. or tech.")
+            raise ConfigError(
+                f"unknown config section {section!r} in {key!r}; use model., data., train. or tech."
+            )
         if name not in schemas[section]:
             hint = difflib.get_close_matches(name, schemas[section], n=1)
             did = f" (did you mean {section}.{hint[0]}?)" if hint else ""

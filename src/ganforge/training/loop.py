@@ -121,7 +121,11 @@ class Training:
                     "gradient penalty needs); G is compiled",
                     stacklevel=2,
                 )
-            compile_nets({k: v for k, v in self.recipe.nets.items() if k not in eager}, t.compile_backend, t.compile_mode)
+            compile_nets(
+                {k: v for k, v in self.recipe.nets.items() if k not in eager},
+                t.compile_backend,
+                t.compile_mode,
+            )
         self.stats = Stats()
 
         g = torch.Generator().manual_seed(t.seed + FIXED_NOISE_OFFSET)
