@@ -44,22 +44,19 @@ def test_resumed_moments_keep_the_parameter_layout(tmp_path, tiny_overrides, fir
     arrays and would pair the wrong elements otherwise) and a resumed run uses the current
     implementation, whichever wrote the checkpoint; the result matches a straight run."""
     data, over = tiny_overrides("dcgan", **{"train.precision": "fp32", "train.channels_last": True})
-    straight = ganforge.train(
-        "dcgan",
-        data,
-        out=tmp_path / "a",
-        steps=6,
-        overrides=[*over, ("train.fused_optim", then)],
-        progress=False,
-    )
-    half = ganforge.train(
-        "dcgan",
-        data,
-        out=tmp_path / "b",
-        steps=3,
-        overrides=[*over, ("train.fused_optim", first)],
-        progress=False,
-    )
+
+    def train(out, steps, fused):
+        return ganforge.train(
+            "dcgan",
+            data,
+            out=out,
+            steps=steps,
+            overrides=[*over, ("train.fused_optim", fused)],
+            progress=False,
+        )
+
+    straight = train(tmp_path / "a", 6, then)
+    half = train(tmp_path / "b", 3, first)
     cfg = build_config("dcgan", data, overrides=[*over, ("train.fused_optim", then), ("train.steps", 6)])
     tr = Training(cfg, half)
     tr.restore(ckpt.latest_checkpoint(half / "checkpoints"))

@@ -153,14 +153,25 @@ def conv_weight_grad(
     return _builtin_backward(grad_out, inp, weight, stride, padding, want_input=False)
 
 
+def _image_end_transposed(
+    x: torch.Tensor, w: torch.Tensor, out_hw: tuple[int, int], stride, padding
+) -> torch.Tensor | None:
+    """conv_transpose2d(x, w) to ``out_hw`` for few output channels: matmul + fold for one, the
+    sub-pixel form for 2-4 (4x4 stride 2, output exactly twice the input); None where PyTorch's
+    own kernel is the route. Serves G's image layer and D's image-layer input gradient alike."""
+    cout = w.shape[1]
+    if cout <= FOLD_MAX_CHANNELS:
+        return _fold_transposed(x, w, out_hw, stride, padding)
+    doubled = tuple(out_hw) == (2 * x.shape[2], 2 * x.shape[3])
+    if cout <= SUBPIXEL_MAX_CHANNELS and _is_subpixel_shape(w, stride, padding) and doubled:
+        return _subpixel_transposed(x, w)
+    return None
+
+
 def _conv_input_grad(g: torch.Tensor, xc: torch.Tensor, wc: torch.Tensor, stride, padding) -> torch.Tensor:
-    """dL/dx for y = conv2d(x, w): matmul + fold back to one channel, else PyTorch's kernel."""
-    if xc.shape[1] <= FOLD_MAX_CHANNELS:  # a transposed convolution back to one channel
-        return _fold_transposed(g, wc, tuple(xc.shape[2:]), stride, padding)
-    few = xc.shape[1] <= SUBPIXEL_MAX_CHANNELS and _is_subpixel_shape(wc, stride, padding)
-    if few and tuple(xc.shape[2:]) == (2 * g.shape[2], 2 * g.shape[3]):  # even sizes: exact adjoint
-        return _subpixel_transposed(g, wc)
-    return _builtin_backward(g, xc, wc, stride, padding, want_input=True)
+    """dL/dx for y = conv2d(x, w): the image-end routes back to few channels, else PyTorch's kernel."""
+    gx = _image_end_transposed(g, wc, tuple(xc.shape[2:]), stride, padding)
+    return gx if gx is not None else _builtin_backward(g, xc, wc, stride, padding, want_input=True)
 
 
 class _RoutedConvFn(torch.autograd.Function):
@@ -175,12 +186,7 @@ class _RoutedConvFn(torch.autograd.Function):
         with torch.autocast("cpu", enabled=False):
             if out_hw is None:
                 y = F.conv2d(xc, wc, bc, stride=stride, padding=padding)
-            elif w.shape[1] <= FOLD_MAX_CHANNELS:
-                y = _fold_transposed(xc, wc, out_hw, stride, padding)
-                if bc is not None:
-                    y = y + bc.view(1, -1, 1, 1)
-            elif w.shape[1] <= SUBPIXEL_MAX_CHANNELS and _is_subpixel_shape(w, stride, padding):
-                y = _subpixel_transposed(xc, wc)
+            elif (y := _image_end_transposed(xc, wc, out_hw, stride, padding)) is not None:
                 if bc is not None:
                     y = y + bc.view(1, -1, 1, 1)
             else:
