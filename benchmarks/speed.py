@@ -8,7 +8,13 @@ For each configuration (32x32 grey batch 128; 64x64 RGB batch 64) it alternates 
 separate processes, A B A B ..., and reports the median of the per-round ratios, so drift of a
 shared machine's speed cancels. Each round also runs the yardstick with the malloc setting of
 ``train.keep_memory`` applied to its process, and reports the ratio against that too: how much of
-the speed-up is left when the textbook script gets the same allocator. Writes JSON to
+the speed-up is left when the textbook script gets the same allocator.
+
+It also reports the ceiling of each ratio on this machine: the ratio ganforge would reach if its
+whole step (its FLOPs, counted by ``ganforge bench``) ran at the dense-matmul rate measured in the
+same process, ``ratio / peak_fraction`` per round, and the fraction of that rate a target ratio
+needs (``target / ceiling``). With the fp32 and bf16 matmul rates measured here, this says how much
+of a target is reachable by engineering and how much the hardware rules out. Writes JSON to
 benchmarks/results/speed.json and a markdown table.
 """
 
@@ -46,6 +52,20 @@ TUNED = (
 def run_json(cmd: list[str]) -> dict:
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# The issue's targets (ratio to the yardstick) per configuration, for the "needed fraction" column.
+TARGETS = {32: 2.5, 64: 2.2}
+
+
+def matmul_rates(device: str) -> dict[str, float]:
+    """This machine's dense-matmul GFLOP/s in fp32 and bf16 (2048^2, the rate bench divides by)."""
+    import torch
+
+    from ganforge.bench import matmul_peak_gflops
+
+    dev = torch.device(device)
+    return {p: round(matmul_peak_gflops(dev, p), 1) for p in ("fp32", "bf16")}
 
 
 def main() -> None:
@@ -104,9 +124,11 @@ def main() -> None:
                 results[name].append(
                     (gf, gf["train_img_per_s"] / ref["img_per_s"], gf["train_img_per_s"] / tuned["img_per_s"])
                 )
+        rates = matmul_rates(a.device)
         ref_med = statistics.median(r["img_per_s"] for r in ref_runs)
         for name, runs in results.items():
             last = runs[-1][0]
+            ceiling = statistics.median(r / g["peak_fraction"] for g, r, _ in runs)
             rows.append(
                 {
                     "config": f"{size}x{size}x{ch}, batch {batch}",
@@ -128,6 +150,12 @@ def main() -> None:
                     "step_ms": round(statistics.median(g["step_ms"] for g, _, _ in runs), 1),
                     "peak_mem_mb": last["peak_mem_mb"],
                     "peak_fraction": last["peak_fraction"],
+                    "ceiling_ratio": round(ceiling, 2),
+                    "target_ratio": TARGETS.get(size),
+                    "target_needs_peak_fraction": round(TARGETS[size] / ceiling, 2)
+                    if size in TARGETS
+                    else None,
+                    "matmul_gflop_s": rates,
                     "precision": last["precision"],
                     "device": last["device"],
                     "threads": last["threads"],
@@ -139,16 +167,25 @@ def main() -> None:
     lines = [
         "| config | variant | yardstick img/s | ganforge img/s | ratio (median, min-max) "
         "| yardstick with keep_memory's malloc setting: img/s, ratio | sampling img/s "
-        "| step ms | peak MB | fraction of matmul peak |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| step ms | peak MB | fraction of matmul peak | ceiling: ratio at the matmul peak "
+        "| fraction of peak the target needs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['variant']} | {r['yardstick_img_per_s']} | {r['ganforge_img_per_s']} | "
             f"{r['ratio_median']}x ({r['ratio_min']}-{r['ratio_max']}) | "
             f"{r['tuned_yardstick_img_per_s']}, {r['ratio_vs_tuned_median']}x | {r['sample_img_per_s']} | "
-            f"{r['step_ms']} | {r['peak_mem_mb']} | {r['peak_fraction']} |"
+            f"{r['step_ms']} | {r['peak_mem_mb']} | {r['peak_fraction']} | {r['ceiling_ratio']}x | "
+            f"{r['target_needs_peak_fraction']} (for {r['target_ratio']}x) |"
         )
+    mm = rows[0]["matmul_gflop_s"] if rows else {}
+    if mm:
+        lines += [
+            "",
+            f"Dense matmul on this machine (2048^2, same session): fp32 {mm['fp32']} GFLOP/s, "
+            f"bf16 {mm['bf16']} GFLOP/s ({mm['bf16'] / mm['fp32']:.2f}x).",
+        ]
     table = "\n".join(lines)
     print(table)
     out = ROOT / a.out

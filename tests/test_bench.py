@@ -1,0 +1,91 @@
+"""``ganforge bench``: the JSON line it promises, its internal consistency, and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import ganforge.bench as bench_mod
+from ganforge.cli import main
+
+# A small DCGAN, so a bench run takes a second or two on the CI machine.
+SMALL = [
+    "--size",
+    "16",
+    "--set",
+    "ngf=8",
+    "--set",
+    "ndf=8",
+    "--set",
+    "z_dim=16",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+]
+REQUIRED = {
+    "train_img_per_s",
+    "sample_img_per_s",
+    "step_ms",
+    "peak_mem_mb",
+    "gflop_per_img",
+    "achieved_gflop_s",
+    "matmul_peak_gflop_s",
+    "peak_fraction",
+}
+
+
+def run_bench(capsys, *args: str) -> dict:
+    assert main(["bench", "dcgan", "--device", "cpu", *SMALL, *args]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1, "bench prints exactly one line on stdout"
+    return json.loads(lines[0])
+
+
+def test_bench_prints_one_consistent_json_line(capsys):
+    r = run_bench(capsys, "--batch", "4")
+    assert r.keys() >= REQUIRED
+    assert (r["model"], r["size"], r["channels"], r["batch"], r["device"]) == ("dcgan", 16, 1, 4, "cpu")
+    assert all(r[k] > 0 for k in REQUIRED)
+    # The derived figures follow from the measured ones, up to the rounding of the printed values
+    # (achieved_gflop_s has one decimal, which is coarse for this small model).
+    assert r["train_img_per_s"] == pytest.approx(r["batch"] / (r["step_ms"] / 1000), rel=0.01)
+    assert r["achieved_gflop_s"] == pytest.approx(
+        r["gflop_per_img"] * r["train_img_per_s"], rel=0.02, abs=0.06
+    )
+    assert r["peak_fraction"] == pytest.approx(
+        r["achieved_gflop_s"] / r["matmul_peak_gflop_s"], rel=0.02, abs=2e-3
+    )
+
+
+def test_flops_per_image_do_not_depend_on_the_batch(capsys):
+    # FLOPs are counted over a real step, so per image they are a property of the model and size.
+    a = run_bench(capsys, "--batch", "4", "--precision", "fp32")
+    b = run_bench(capsys, "--batch", "8", "--precision", "fp32")
+    assert a["gflop_per_img"] == pytest.approx(b["gflop_per_img"], rel=1e-3)
+    assert (a["precision"], b["precision"]) == ("fp32", "fp32")
+
+
+def test_matmul_peak_is_the_best_of_its_trials(monkeypatch):
+    # Trials of 2 s, 1 s and 4 s for the same work: the peak is the 1 s one.
+    clock = iter([0.0, 2.0, 10.0, 11.0, 20.0, 24.0])
+    monkeypatch.setattr(bench_mod.time, "perf_counter", lambda: next(clock))
+    rate = bench_mod.matmul_peak_gflops(torch.device("cpu"), "fp32", n=8, reps=2, trials=3)
+    assert rate == pytest.approx(2 * 8**3 * 2 / 1.0 / 1e9)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bench", "dcgan", "--steps", "0"], "--steps >= 1"),
+        (["bench", "dcgan", "--batch", "0"], "--batch >= 1"),
+        (["bench", "nosuchgan"], "nosuchgan"),
+        (["bench", "dcgan", "--set", "nosuchkey=1"], "nosuchkey"),
+    ],
+)
+def test_bench_bad_input_is_one_line(capsys, args, message):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ganforge: error:") and message in err and "\n" not in err
