@@ -85,6 +85,7 @@ def bench(
     with tempfile.TemporaryDirectory() as tmp:
         tr = Training(cfg, Path(tmp), data=InMemoryDataset(x, None, spec, "random"))
         dev = tr.device
+        out_of_memory = False
         try:
             for _ in range(warmup):
                 tr.train_step()
@@ -97,11 +98,11 @@ def bench(
             tr.stats.flush()  # the host sync a real run does at logging time
             _sync(dev)
             step_s = (time.perf_counter() - t0) / steps
-        except torch.cuda.OutOfMemoryError as e:
-            raise GanforgeError(
-                f"batch {batch} does not fit in GPU memory for {model} at {size}x{size}x{channels}; "
-                f"try --batch {max(1, batch // 2)}"
-            ) from e
+        except torch.OutOfMemoryError:
+            # Probed below, once this traceback and the activations its frames hold are gone.
+            out_of_memory = True
+        if out_of_memory:
+            raise _out_of_memory(tr, model, batch, size, channels)
         flops = _step_flops(tr)
         sample_rate = _sample_rate(tr, batch)
         peak = (
@@ -128,6 +129,22 @@ def bench(
         "matmul_peak_gflop_s": round(mm_peak, 1),
         "peak_fraction": round(achieved / mm_peak, 3),
     }
+
+
+def _out_of_memory(tr: Any, model: str, batch: int, size: int, channels: int) -> GanforgeError:
+    """The one-line error for a batch that does not fit, naming the largest halved batch that does
+    (probed with one forward/backward of every phase, as the training loop does)."""
+    from .training.memory import fitting_batch_size, free_memory, trial_step
+
+    for opt in tr.opts.values():
+        opt.zero_grad(set_to_none=True)
+    free_memory(tr.device)
+    fit = fitting_batch_size(lambda n: trial_step(tr, n), batch, tr.device)
+    free_memory(tr.device)
+    what = f"--batch {batch} does not fit in {tr.device} memory for {model} at {size}x{size}x{channels}"
+    if fit is None:
+        return GanforgeError(f"{what}, not even --batch 1; try a smaller --size or another device")
+    return GanforgeError(f"{what}; --batch {fit} fits")
 
 
 def _step_flops(tr: Any) -> float:
