@@ -59,3 +59,18 @@ def tiny_overrides():
         return data, list(merged.items())
 
     return make
+
+
+def small_gpu(monkeypatch: pytest.MonkeyPatch, max_batch: int) -> None:
+    """Make every two-player D step larger than ``max_batch`` raise CUDA's out-of-memory error, as a
+    GPU too small for the batch would."""
+    from ganforge.models.base import TwoPlayerRecipe
+
+    d_step = TwoPlayerRecipe.d_step
+
+    def d_step_on_a_small_gpu(self, batch, report):
+        if len(batch) > max_batch:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return d_step(self, batch, report)
+
+    monkeypatch.setattr(TwoPlayerRecipe, "d_step", d_step_on_a_small_gpu)

@@ -10,6 +10,8 @@ import torch
 import ganforge.bench as bench_mod
 from ganforge.cli import main
 
+from .conftest import small_gpu
+
 # A small DCGAN, so a bench run takes a second or two on the CI machine.
 SMALL = [
     "--size",
@@ -92,21 +94,10 @@ def test_bench_bad_input_is_one_line(capsys, args, message):
 
 
 def test_a_batch_that_does_not_fit_names_one_that_does(monkeypatch, capsys):
-    from ganforge.models.base import TwoPlayerRecipe
-
-    d_step = TwoPlayerRecipe.d_step
-
-    def d_step_on_a_small_gpu(self, batch, report):
-        if len(batch) > 3:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
-        return d_step(self, batch, report)
-
-    monkeypatch.setattr(TwoPlayerRecipe, "d_step", d_step_on_a_small_gpu)
+    small_gpu(monkeypatch, 3)
     assert main(["bench", "dcgan", "--device", "cpu", *SMALL, "--batch", "16"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--batch 16 does not fit" in err and err.endswith("--batch 2 fits") and "\n" not in err
-    monkeypatch.setattr(
-        TwoPlayerRecipe, "d_step", lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("x"))
-    )
+    small_gpu(monkeypatch, 0)
     assert main(["bench", "dcgan", "--device", "cpu", *SMALL, "--batch", "4"]) == 2
     assert "not even --batch 1" in capsys.readouterr().err

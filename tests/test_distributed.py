@@ -22,10 +22,11 @@ from ganforge.cli import main
 from ganforge.data.base import BatchSampler, DataSpec, InMemoryDataset
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.models import MODELS, Recipe
-from ganforge.models.base import TwoPlayerRecipe
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.distributed import Dist, ShardedBatchSampler, shard_latent, shard_loader
 from ganforge.training.memory import fitting_batch_size
+
+from .conftest import small_gpu
 
 # The command at toy size; fp32 so that 1 and 2 processes agree to rounding.
 MLP = {"model.z_dim": 8, "model.g_hidden": [16, 16], "model.d_hidden": [16, 16], "train.batch_size": 32}
@@ -243,14 +244,7 @@ def test_probe_halves_until_a_batch_fits():
 
 
 def test_out_of_memory_is_one_line_naming_a_batch_that_fits(tmp_path, monkeypatch, capsys):
-    d_step = TwoPlayerRecipe.d_step
-
-    def d_step_on_a_small_gpu(self, batch, report):
-        if len(batch) > 8:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
-        return d_step(self, batch, report)
-
-    monkeypatch.setattr(TwoPlayerRecipe, "d_step", d_step_on_a_small_gpu)
+    small_gpu(monkeypatch, 8)
     sets = [a for k, v in RUN.items() for a in ("--set", f"{k}={json.dumps(v)}")]
     code = main(
         [
