@@ -133,14 +133,10 @@ def bench(
 
 def _out_of_memory(tr: Any, model: str, batch: int, size: int, channels: int) -> GanforgeError:
     """The one-line error for a batch that does not fit, naming the largest halved batch that does
-    (probed with one forward/backward of every phase, as the training loop does)."""
-    from .training.memory import fitting_batch_size, free_memory, trial_step
+    (the training loop's probe: one forward/backward of every phase)."""
+    from .training.memory import probe_fitting_batch
 
-    for opt in tr.opts.values():
-        opt.zero_grad(set_to_none=True)
-    free_memory(tr.device)
-    fit = fitting_batch_size(lambda n: trial_step(tr, n), batch, tr.device)
-    free_memory(tr.device)
+    fit = probe_fitting_batch(tr, batch)
     what = f"--batch {batch} does not fit in {tr.device} memory for {model} at {size}x{size}x{channels}"
     if fit is None:
         return GanforgeError(f"{what}, not even --batch 1; try a smaller --size or another device")

@@ -104,15 +104,24 @@ def trial_step(training: Training, n: int) -> None:
             opt.zero_grad(set_to_none=True)
 
 
-def out_of_memory_error(training: Training) -> GanforgeError:
-    """The one-line error for a training step that ran out of memory, with a batch size that fits."""
+def probe_fitting_batch(training: Training, local_batch: int) -> int | None:
+    """After an out-of-memory step: drop the gradients, free what can be freed and find the largest
+    halved per-process batch that fits (see :func:`fitting_batch_size`), in the multiples a packed
+    D needs; None when none does."""
     for opt in training.opts.values():
         opt.zero_grad(set_to_none=True)
     free_memory(training.device)
+    multiple = getattr(training.cfg.tech, "pack", 1)
+    local = fitting_batch_size(lambda n: trial_step(training, n), local_batch, training.device, multiple)
+    free_memory(training.device)
+    return local
+
+
+def out_of_memory_error(training: Training) -> GanforgeError:
+    """The one-line error for a training step that ran out of memory, with a batch size that fits."""
     t, device, world = training.cfg.train, training.device, training.dist.world_size
     multiple = getattr(training.cfg.tech, "pack", 1)
-    local = fitting_batch_size(lambda n: trial_step(training, n), t.batch_size // world, device, multiple)
-    free_memory(device)
+    local = probe_fitting_batch(training, t.batch_size // world)
     where = f"{device} memory"
     if device.type == "cuda":
         where += f" ({torch.cuda.get_device_properties(device).total_memory / 2**30:.1f} GiB)"
