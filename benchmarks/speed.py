@@ -68,6 +68,23 @@ def matmul_rates(device: str) -> dict[str, float]:
     return {p: round(matmul_peak_gflops(dev, p), 1) for p in ("fp32", "bf16")}
 
 
+def instruction_peak_line() -> str:
+    """The vector units' own peak (benchmarks/cpu_peak.c), which no kernel can beat."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from cpu_peak import PeakUnavailable, instruction_peaks
+
+    try:
+        peaks = instruction_peaks()
+    except PeakUnavailable as e:
+        return f"Instruction peak: not measured ({e})."
+    cores = max(peaks["fp32_fma"])
+    fp32, bf16 = peaks["fp32_fma"][cores], peaks["bf16_dot"][cores]
+    return (
+        f"Instruction peak (`benchmarks/cpu_peak.c`, {cores} threads, same session): fp32 FMA {fp32} "
+        f"GFLOP/s, bf16 dot product {bf16} GFLOP/s ({bf16 / fp32:.2f}x)."
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -78,6 +95,7 @@ def main() -> None:
     yard = yardstick_path()
     configs = [(32, 1, 128), (64, 3, 64)]
     rates = matmul_rates(a.device)
+    peak_line = instruction_peak_line() if a.device == "cpu" else ""
     variants = {
         "ganforge (auto: bf16, channels-last)": [],
         "ganforge fp32 reference path": ["--precision", "fp32", "--set", "channels_last=false"],
@@ -180,7 +198,7 @@ def main() -> None:
     lines += [
         "",
         f"Dense matmul on this machine (2048^2, same session): fp32 {rates['fp32']} GFLOP/s, "
-        f"bf16 {rates['bf16']} GFLOP/s ({rates['bf16'] / rates['fp32']:.2f}x).",
+        f"bf16 {rates['bf16']} GFLOP/s ({rates['bf16'] / rates['fp32']:.2f}x). {peak_line}".rstrip(),
     ]
     table = "\n".join(lines)
     print(table)
