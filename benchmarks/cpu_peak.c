@@ -23,35 +23,32 @@ static double now(void) {
   return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-// acc = acc * 0.5 + x converges to 2x: no overflow or denormals however long it runs.
-__attribute__((noinline)) static float fma_loop(long iters, float seed) {
-  __m512 acc[NACC];
-  const __m512 x = _mm512_set1_ps(1e-3f * seed), y = _mm512_set1_ps(0.5f);
-#pragma GCC unroll 16
-  for (int k = 0; k < NACC; ++k) acc[k] = _mm512_set1_ps(seed + k);
-  for (long it = 0; it < iters; ++it) {
-#pragma GCC unroll 16
-    for (int k = 0; k < NACC; ++k) acc[k] = _mm512_fmadd_ps(acc[k], y, x);
-  }
+static float sum_lanes(const __m512 *acc) {
   __m512 s = acc[0];
   for (int k = 1; k < NACC; ++k) s = _mm512_add_ps(s, acc[k]);
   return _mm512_reduce_add_ps(s);
 }
 
+// The timed part, shared by both kernels: NACC independent chains, acc[k] = STEP per iteration.
+#define RUN_CHAINS(STEP)                                                \
+  __m512 acc[NACC];                                                     \
+  for (int k = 0; k < NACC; ++k) acc[k] = _mm512_set1_ps(seed + k);     \
+  for (long it = 0; it < iters; ++it) {                                 \
+    _Pragma("GCC unroll 16") for (int k = 0; k < NACC; ++k) acc[k] = STEP; \
+  }                                                                     \
+  return sum_lanes(acc)
+
+// acc = acc * 0.5 + x converges to 2x: no overflow or denormals however long it runs.
+__attribute__((noinline)) static float fma_loop(long iters, float seed) {
+  const __m512 x = _mm512_set1_ps(1e-3f * seed), y = _mm512_set1_ps(0.5f);
+  RUN_CHAINS(_mm512_fmadd_ps(acc[k], y, x));
+}
+
 // acc += a . b with products near 1e-6: stays finite and normal for any iteration count used here.
 __attribute__((noinline)) static float dot_loop(long iters, float seed) {
-  __m512 acc[NACC];
   const __m512bh a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f * seed), _mm512_set1_ps(1e-3f));
   const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(2e-3f));
-#pragma GCC unroll 16
-  for (int k = 0; k < NACC; ++k) acc[k] = _mm512_set1_ps(seed + k);
-  for (long it = 0; it < iters; ++it) {
-#pragma GCC unroll 16
-    for (int k = 0; k < NACC; ++k) acc[k] = _mm512_dpbf16_ps(acc[k], a, b);
-  }
-  __m512 s = acc[0];
-  for (int k = 1; k < NACC; ++k) s = _mm512_add_ps(s, acc[k]);
-  return _mm512_reduce_add_ps(s);
+  RUN_CHAINS(_mm512_dpbf16_ps(acc[k], a, b));
 }
 
 int main(int argc, char **argv) {
