@@ -48,12 +48,13 @@ def instruction_peaks(iters: int = 20_000_000, trials: int = 5) -> dict[str, dic
     with tempfile.TemporaryDirectory() as tmp:
         exe = Path(tmp) / "cpu_peak"
         build = [cc, "-O3", "-mavx512f", "-mavx512bf16", "-fopenmp", str(SOURCE), "-o", str(exe)]
-        done = subprocess.run(build, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise PeakUnavailable(f"{' '.join(build)} failed: {done.stderr.strip().splitlines()[-1:]}")
-        out = subprocess.run([str(exe), str(iters), str(trials)], capture_output=True, text=True, check=True)
+        for cmd, what in ((build, "building"), ([str(exe), str(iters), str(trials)], "running")):
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+                raise PeakUnavailable(f"{what} {SOURCE.name} failed ({' '.join(cmd)}): {last}")
     peaks: dict[str, dict[int, float]] = {}
-    for line in out.stdout.splitlines():
+    for line in done.stdout.splitlines():
         row = json.loads(line)
         peaks.setdefault(row["kind"], {})[row["threads"]] = row["gflop_s"]
     return peaks

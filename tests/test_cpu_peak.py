@@ -35,3 +35,12 @@ def test_unsupported_cpu_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(cpu_peak, "_cpu_flags", lambda: {"avx2"})
     with pytest.raises(cpu_peak.PeakUnavailable, match="AVX512_BF16"):
         cpu_peak.instruction_peaks()
+
+
+def test_a_failing_build_is_a_one_line_error(monkeypatch):
+    cpu_peak = _module()
+    monkeypatch.setattr(cpu_peak, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.setenv("CC", "false")
+    with pytest.raises(cpu_peak.PeakUnavailable, match="building cpu_peak.c failed") as err:
+        cpu_peak.instruction_peaks()
+    assert "\n" not in str(err.value)
