@@ -60,6 +60,12 @@ def instruction_peaks(iters: int = 20_000_000, trials: int = 5) -> dict[str, dic
     return peaks
 
 
+def all_core_peaks(peaks: dict[str, dict[int, float]]) -> tuple[int, float, float]:
+    """(threads, fp32 FMA GFLOP/s, bf16 dot GFLOP/s) on all cores, from :func:`instruction_peaks`."""
+    cores = max(peaks["fp32_fma"])
+    return cores, peaks["fp32_fma"][cores], peaks["bf16_dot"][cores]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=20_000_000)
@@ -73,8 +79,7 @@ def main() -> None:
     for kind, by_threads in peaks.items():
         for threads, gflop_s in by_threads.items():
             print(json.dumps({"kind": kind, "threads": threads, "gflop_s": gflop_s}))
-    cores = max(peaks["fp32_fma"])
-    fp32, bf16 = peaks["fp32_fma"][cores], peaks["bf16_dot"][cores]
+    cores, fp32, bf16 = all_core_peaks(peaks)
     summary = f"{cores} threads: fp32 FMA {fp32} GFLOP/s, bf16 dot {bf16} GFLOP/s ({bf16 / fp32:.2f}x)"
     if not a.no_matmul:
         import torch

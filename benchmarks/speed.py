@@ -71,14 +71,13 @@ def matmul_rates(device: str) -> dict[str, float]:
 def instruction_peak_line() -> str:
     """The vector units' own peak (benchmarks/cpu_peak.c), which no kernel can beat."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from cpu_peak import PeakUnavailable, instruction_peaks
+    from cpu_peak import PeakUnavailable, all_core_peaks, instruction_peaks
 
     try:
         peaks = instruction_peaks()
     except PeakUnavailable as e:
         return f"Instruction peak: not measured ({e})."
-    cores = max(peaks["fp32_fma"])
-    fp32, bf16 = peaks["fp32_fma"][cores], peaks["bf16_dot"][cores]
+    cores, fp32, bf16 = all_core_peaks(peaks)
     return (
         f"Instruction peak (`benchmarks/cpu_peak.c`, {cores} threads, same session): fp32 FMA {fp32} "
         f"GFLOP/s, bf16 dot product {bf16} GFLOP/s ({bf16 / fp32:.2f}x)."
