@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ganforge
-from ganforge.models.base import adam, fused_optimizers
+from ganforge.models.base import DenseAdam, adam, fused_optimizers
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.config import build_config
 from ganforge.training.loop import Training
@@ -75,3 +75,41 @@ def test_resumed_moments_keep_the_parameter_layout(tmp_path, tiny_overrides, fir
                 assert torch.equal(a[k], b[k]), k
             else:
                 assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_dense_adam_is_adams_update_without_copies(amsgrad):
+    """On channels-last weights DenseAdam gives the fused kernel flat views of the same memory: the
+    update is bitwise torch's fused Adam's, and the step makes no contiguous copies."""
+    torch.manual_seed(0)
+    shapes = [(8, 4, 3, 3), (6, 8, 4, 4), (5,)]
+
+    def make():
+        g = torch.Generator().manual_seed(1)
+        ps = []
+        for s in shapes:
+            t = torch.randn(s, generator=g)
+            if t.dim() == 4:
+                t = t.contiguous(memory_format=torch.channels_last)
+            ps.append(torch.nn.Parameter(t))
+        return ps
+
+    ref_p, new_p = make(), make()
+    ref = torch.optim.Adam(ref_p, lr=1e-2, betas=(0.5, 0.999), amsgrad=amsgrad, fused=True)
+    new = DenseAdam(new_p, lr=1e-2, betas=(0.5, 0.999), amsgrad=amsgrad, fused=True)
+    for step in range(4):
+        grads = [torch.randn(s) for s in shapes]
+        for ps in (ref_p, new_p):
+            for p, g in zip(ps, grads):
+                p.grad = torch.empty_like(p).copy_(g)  # the parameter's layout, as autograd gives
+        ref.step()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            new.step()
+        copies = [e.name for e in prof.events() if e.name in ("aten::clone", "aten::contiguous")]
+        assert not copies, (step, copies)
+        for a, b in zip(ref_p, new_p):
+            assert b.stride() == a.stride() and torch.equal(a, b)
+    for a, b in zip(ref_p, new_p):
+        for key in ref.state[a]:
+            assert torch.equal(ref.state[a][key], new.state[b][key]), key
+    assert new.state_dict()["state"].keys() == ref.state_dict()["state"].keys()

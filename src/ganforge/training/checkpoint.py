@@ -160,8 +160,8 @@ def load_optimizer(
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{where}: optimiser {prefix} state is malformed ({e})") from e
     # Moments are stored contiguous; give them back their parameter's memory layout (channels-last
-    # weights). Fused Adam walks parameter and moments as flat arrays, so with mismatched layouts
-    # it would pair the wrong elements, not just run slower.
+    # weights). DenseAdam walks a parameter and its moments as flat arrays only where their layouts
+    # match; mismatched ones would send every later step through the fused kernel's copies.
     for group in opt.param_groups:
         for p in group["params"]:
             st = opt.state.get(p, {})
