@@ -32,30 +32,19 @@ VARIANTS = ("as shipped", "free operand copies", "free copies and batch norm")
 
 def _free_operand_copies() -> None:
     import torch
-    import torch.nn.functional as F
 
     import ganforge.nn.fast_conv as fc
 
-    shipped = fc.conv_weight_grad
     operands: dict[tuple, torch.Tensor] = {}
 
-    def transposed(t: torch.Tensor) -> torch.Tensor:
+    def batch_as_channels(t: torch.Tensor) -> torch.Tensor:
+        # A preallocated (C, N, H, W) tensor: the convolution reads it with no copy.
         key = (tuple(t.shape), t.dtype)
         if key not in operands:
             operands[key] = torch.zeros(t.shape[1], t.shape[0], *t.shape[2:], dtype=t.dtype)
         return operands[key]
 
-    def weight_grad(grad_out, inp, weight, stride, padding):
-        if grad_out.shape[2] * grad_out.shape[3] > fc.SWAP_MAX_PIXELS:
-            return shipped(grad_out, inp, weight, stride, padding)
-        kh, kw = weight.shape[2:]
-        r = F.conv2d(transposed(inp), transposed(grad_out), padding=padding, dilation=stride)
-        c, o = r.shape[:2]
-        # The same landing in the channels-last weight layout as the shipped route.
-        r = r[:, :, :kh, :kw].reshape(c, o * kh * kw).t().contiguous()
-        return r.view(o, kh, kw, c).permute(0, 3, 1, 2)
-
-    fc.conv_weight_grad = weight_grad
+    fc._batch_as_channels = batch_as_channels
 
 
 def _free_batch_norm() -> None:

@@ -185,11 +185,6 @@ def _is_dense(t: torch.Tensor) -> bool:
     return True
 
 
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    """A 1-D view of a non-overlapping, dense tensor's elements in storage order."""
-    return t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,), t.storage_offset())
-
-
 class DenseAdam(torch.optim.Adam):
     """``torch.optim.Adam`` whose fused kernel sees each dense tensor as a flat view of its memory.
 
@@ -217,8 +212,8 @@ class DenseAdam(torch.optim.Adam):
                 continue
             # Moments are made (and restored, see checkpoint.restore) in the parameter's layout.
             if all(lst[i].stride() == p.stride() for lst in lists):
-                for lst in lists:
-                    lst[i] = _flat(lst[i])
+                for lst in lists:  # a 1-D view of the same memory, in storage order
+                    lst[i] = lst[i].as_strided((p.numel(),), (1,), lst[i].storage_offset())
         return has_complex
 
 

@@ -130,6 +130,12 @@ def _builtin_backward(
     return grads[0] if want_input else grads[1]
 
 
+def _batch_as_channels(t: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (C, N, H, W), the swapped weight gradient's operand layout (a view; the
+    convolution makes the copy). ``benchmarks/step_bounds.py`` replaces it to time a free copy."""
+    return t.transpose(0, 1)
+
+
 def conv_weight_grad(
     grad_out: torch.Tensor, inp: torch.Tensor, weight: torch.Tensor, stride, padding
 ) -> torch.Tensor:
@@ -141,7 +147,7 @@ def conv_weight_grad(
     """
     kh, kw = weight.shape[2:]
     if grad_out.shape[2] * grad_out.shape[3] <= SWAP_MAX_PIXELS:
-        r = F.conv2d(inp.transpose(0, 1), grad_out.transpose(0, 1), padding=padding, dilation=stride)
+        r = F.conv2d(_batch_as_channels(inp), _batch_as_channels(grad_out), padding=padding, dilation=stride)
         r = r[:, :, :kh, :kw]
         if r.is_contiguous() and _is_channels_last(weight):
             # r is (C, O, kh, kw) and the weight's layout (O, kh, kw, C): one 2-D transpose of the
