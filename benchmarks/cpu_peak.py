@@ -66,6 +66,16 @@ def all_core_peaks(peaks: dict[str, dict[int, float]]) -> tuple[int, float, floa
     return cores, peaks["fp32_fma"][cores], peaks["bf16_dot"][cores]
 
 
+def matmul_rates(device: str) -> dict[str, float]:
+    """torch's dense-matmul GFLOP/s in fp32 and bf16 (2048^2, the rate ``ganforge bench`` divides by)."""
+    import torch
+
+    from ganforge.bench import matmul_peak_gflops
+
+    dev = torch.device(device)
+    return {p: round(matmul_peak_gflops(dev, p), 1) for p in ("fp32", "bf16")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=20_000_000)
@@ -82,11 +92,7 @@ def main() -> None:
     cores, fp32, bf16 = all_core_peaks(peaks)
     summary = f"{cores} threads: fp32 FMA {fp32} GFLOP/s, bf16 dot {bf16} GFLOP/s ({bf16 / fp32:.2f}x)"
     if not a.no_matmul:
-        import torch
-
-        from ganforge.bench import matmul_peak_gflops
-
-        mm = {p: matmul_peak_gflops(torch.device("cpu"), p) for p in ("fp32", "bf16")}
+        mm = matmul_rates("cpu")
         summary += (
             f"; torch matmul 2048^2: fp32 {mm['fp32']:.1f} ({mm['fp32'] / fp32:.2f} of peak), "
             f"bf16 {mm['bf16']:.1f} ({mm['bf16'] / bf16:.2f} of peak)"

@@ -30,6 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # cpu_peak.py, beside this script
+from cpu_peak import PeakUnavailable, all_core_peaks, instruction_peaks, matmul_rates  # noqa: E402
+
 
 def yardstick_path() -> Path:
     for cand in (
@@ -58,20 +61,8 @@ def run_json(cmd: list[str]) -> dict:
 TARGETS = {32: 2.5, 64: 2.2}
 
 
-def matmul_rates(device: str) -> dict[str, float]:
-    """This machine's dense-matmul GFLOP/s in fp32 and bf16 (2048^2, the rate bench divides by)."""
-    import torch
-
-    from ganforge.bench import matmul_peak_gflops
-
-    dev = torch.device(device)
-    return {p: round(matmul_peak_gflops(dev, p), 1) for p in ("fp32", "bf16")}
-
-
 def instruction_peak_line() -> str:
     """The vector units' own peak (benchmarks/cpu_peak.c), which no kernel can beat."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from cpu_peak import PeakUnavailable, all_core_peaks, instruction_peaks
 
     try:
         peaks = instruction_peaks()
