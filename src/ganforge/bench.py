@@ -8,8 +8,8 @@ timed, like the yardstick in the shared bench folder. Reports one JSON line:
      "sample_img_per_s", "step_ms", "peak_mem_mb", "gflop_per_img", "achieved_gflop_s",
      "matmul_peak_gflop_s", "peak_fraction"}
 
-``achieved_gflop_s`` counts the FLOPs of one training step with PyTorch's FlopCounterMode
-(matmuls and convolutions, forward and backward) and divides by the measured step time;
+``achieved_gflop_s`` counts the FLOPs of one training step with PyTorch's FLOP formulas (those of
+FlopCounterMode: matmuls and convolutions, forward and backward) and divides by the measured step time;
 ``peak_fraction`` divides that by this device's measured dense-matmul rate at the same precision.
 """
 
@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from .data import DataSpec, InMemoryDataset
 from .errors import ConfigError, GanforgeError
@@ -64,12 +66,15 @@ def bench(
     steps: int = 20,
     warmup: int = 3,
     overrides: list[tuple[str, Any]] | None = None,
+    classes: int = 10,
 ) -> dict[str, Any]:
     from .training.config import build_config
     from .training.loop import Training
 
     if steps < 1 or warmup < 0 or batch < 1:
         raise ConfigError("bench needs --steps >= 1, --warmup >= 0 and --batch >= 1")
+    if classes < 2:
+        raise ConfigError(f"bench needs --classes >= 2, got {classes}")
     over = [
         ("train.batch_size", batch),
         ("train.device", device),
@@ -79,11 +84,15 @@ def bench(
     ]
     cfg = build_config(model, "mnist5k", overrides=over)
     shape = (channels, size, size)
-    spec = DataSpec("image", shape)
+    # Random labels too, so the class-conditional families (cgan, acgan, sgan) run; the others
+    # ignore them, as they ignore mnist5k's.
+    spec = DataSpec("image", shape, num_classes=classes, class_names=[str(k) for k in range(classes)])
     # Enough distinct random images for a few epochs' worth of indexing; values in [-1, 1].
-    x = torch.rand(max(4 * batch, 512), *shape) * 2 - 1
+    n = max(4 * batch, 512)
+    x = torch.rand(n, *shape) * 2 - 1
+    y = torch.randint(0, classes, (n,))
     with tempfile.TemporaryDirectory() as tmp:
-        tr = Training(cfg, Path(tmp), data=InMemoryDataset(x, None, spec, "random"))
+        tr = Training(cfg, Path(tmp), data=InMemoryDataset(x, y, spec, "random"))
         dev = tr.device
         out_of_memory = False
         try:
@@ -143,13 +152,31 @@ def _out_of_memory(tr: Any, model: str, batch: int, size: int, channels: int) ->
     return GanforgeError(f"{what}; --batch {fit} fits")
 
 
-def _step_flops(tr: Any) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
+class _FlopCount(TorchDispatchMode):
+    """Sums the FLOPs of every op with a formula in PyTorch's FLOP registry (matmuls, convolutions,
+    attention; forward, backward and double backward). ``FlopCounterMode`` uses the same formulas,
+    but it also tracks modules through backward hooks, and those make ``torch.autograd.grad`` on a
+    leaf input fail ("A leaf node was passed to _will_engine_execute_node"), which is how gradient
+    penalties (wgan-gp, ``tech.r1``) take D's input gradient. No module tracking is needed for a
+    total, so only the formulas are used."""
 
-    counter = FlopCounterMode(display=False)
-    with counter:
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += int(formula(*args, **kwargs, out_val=out))
+        return out
+
+
+def _step_flops(tr: Any) -> float:
+    with _FlopCount() as counter:
         tr.train_step()
-    return float(counter.get_total_flops())
+    return float(counter.total)
 
 
 @torch.no_grad()

@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16")
     b.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     b.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    b.add_argument(
+        "--classes",
+        type=int,
+        default=10,
+        help="classes of the random labels, for cgan/acgan/sgan (default 10)",
+    )
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
 
     sub.add_parser("models", help="list the model families")
@@ -361,6 +367,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
         steps=a.steps,
         warmup=a.warmup,
         overrides=parse_sets(a.set),
+        classes=a.classes,
     )
     print(json.dumps(result))
     return 0
