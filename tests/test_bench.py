@@ -86,6 +86,7 @@ def test_matmul_peak_is_the_best_of_its_trials(monkeypatch):
         (["bench", "nosuchgan"], "nosuchgan"),
         (["bench", "dcgan", "--set", "nosuchkey=1"], "nosuchkey"),
         (["bench", "cgan", "--classes", "1"], "--classes >= 2"),
+        (["bench", "dcgan", "--channels", "0"], "--channels >= 1"),
     ],
 )
 def test_bench_bad_input_is_one_line(capsys, args, message):

@@ -73,6 +73,8 @@ def bench(
 
     if steps < 1 or warmup < 0 or batch < 1:
         raise ConfigError("bench needs --steps >= 1, --warmup >= 0 and --batch >= 1")
+    if size < 1 or channels < 1:
+        raise ConfigError(f"bench needs --size >= 1 and --channels >= 1, got {size} and {channels}")
     if classes < 2:
         raise ConfigError(f"bench needs --classes >= 2, got {classes}")
     over = [
