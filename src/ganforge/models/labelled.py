@@ -19,6 +19,7 @@ from ..data.base import DataSpec
 from ..errors import ConfigError
 from ..nn import dcgan_init
 from ..nn.conditional import ConditionedGenerator, FeatureDiscriminator
+from ..nn.dropout import FastDropout
 from .backbones import AdamScheduleConfig, BackboneConfig, resolve_backbone
 from .base import Phase, TwoPlayerRecipe
 from .dcgan import DCGANDiscriminator, DCGANGenerator, DNorm
@@ -109,7 +110,7 @@ def build_feature_discriminator(
         for m in D.body:
             layers.append(m)
             if isinstance(m, nn.LeakyReLU):
-                layers.append(nn.Dropout(dropout))
+                layers.append(FastDropout(dropout))
         D.body = nn.Sequential(*layers)
     return D
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from .dropout import FastDropout
+
 
 class MLP(nn.Sequential):
     """Linear layers with an activation between them (and optional dropout), no activation at the end."""
@@ -26,7 +28,7 @@ class MLP(nn.Sequential):
             layers.append(nn.Linear(a, b))
             layers.append(activation() if activation is not None else nn.LeakyReLU(negative_slope))
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(FastDropout(dropout))
         layers.append(nn.Linear(dims[-1], out_features))
         super().__init__(*layers)
 
