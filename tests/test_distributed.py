@@ -62,6 +62,19 @@ def _env() -> dict[str, str]:
     return {**env, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
 
 
+def _torchrun(tmp_path: Path, args: list[str]) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=2 -m ganforge ARGS`` through LAUNCHER, which leaves each rank's
+    weights in ``tmp_path/rank{r}.safetensors``; fails the test with the output's tail if it fails."""
+    (tmp_path / "launch.py").write_text(LAUNCHER)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(tmp_path / "launch.py"), str(tmp_path), *args],
+        env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
 def _checkpoint(run: Path, step: int) -> tuple[dict[str, torch.Tensor], dict]:
     tensor_path, json_path = ckpt.checkpoint_paths(run / "checkpoints", step)
     return load_file(str(tensor_path)), json.loads(json_path.read_text())
@@ -84,7 +97,6 @@ def test_two_processes_equal_one_and_checkpoints_move_between_counts(tmp_path):
     mixed = ganforge.train("gan", "ring8", out=tmp_path / "mixed", steps=10, overrides=over, progress=False)
 
     # 1 process -> 2 processes: resume the 10-step run under torchrun up to step 30.
-    (tmp_path / "launch.py").write_text(LAUNCHER)
     args = [
         "train",
         "gan",
@@ -97,12 +109,7 @@ def test_two_processes_equal_one_and_checkpoints_move_between_counts(tmp_path):
         "30",
         "--no-progress",
     ]
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(tmp_path / "launch.py"), str(tmp_path), *args],
-        env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    proc = _torchrun(tmp_path, args)
     assert proc.stdout.count("trained 30 steps") == 1, proc.stdout  # rank 0 alone reports
 
     # (a) every rank holds the same weights, and they are the ones rank 0 checkpointed.
@@ -130,6 +137,39 @@ def test_two_processes_equal_one_and_checkpoints_move_between_counts(tmp_path):
     # (c) 2 processes -> 1 process: continue the torchrun checkpoint alone to step 40.
     ganforge.train("gan", "ring8", out=mixed, steps=40, resume=True, progress=False)
     _assert_close(_checkpoint(straight, 40)[0], _checkpoint(mixed, 40)[0], "resumed on 1 process")
+
+
+@pytest.mark.parametrize("model", ["wgan-gp", "sgan"])
+def test_ranks_stay_identical_for_conv_families(tmp_path, model):
+    # The same-state contract beyond the MLP: wgan-gp's penalty (a double backward before the
+    # all-reduce, a per-rank draw of interpolation points) and sgan's labelled batches, dropout and
+    # two D passes, on 16x16 DCGAN nets with batch norm (per-rank statistics, the default): weights
+    # by the averaged gradients, and batch norm's running statistics, which each rank updates from
+    # its own slice, by averaging them after each step.
+    from .conftest import TINY
+
+    data, settings = TINY[model]
+    sets = [
+        f"--set={k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in {**settings, **QUIET}.items()
+    ]
+    args = [
+        "train",
+        model,
+        "--data",
+        data,
+        "--out",
+        str(tmp_path / "run"),
+        "--steps",
+        "4",
+        "--no-progress",
+        *sets,
+    ]
+    proc = _torchrun(tmp_path, args)
+    assert proc.stdout.count("trained 4 steps") == 1, proc.stdout
+    rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
+    assert rank0.keys() == rank1.keys()
+    differ = [k for k in rank0 if not torch.equal(rank0[k], rank1[k])]
+    assert not differ, differ
 
 
 # --- the pieces, in this process ---------------------------------------------------------------

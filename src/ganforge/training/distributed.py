@@ -12,7 +12,9 @@ checkpoint written by N processes resumes on M:
 - After each backward the gradients of the phase's optimiser are averaged over the processes (one
   flattened all-reduce), which for losses that are batch means equals the gradient of the global
   batch. Every process therefore holds the same weights at every step, without DDP wrappers (the
-  loop trains G and D alternately, with only one of them requiring gradients at a time).
+  loop trains G and D alternately, with only one of them requiring gradients at a time). After
+  each step the floating-point buffers (batch norm's running statistics, which each process updates
+  from its own slice) are averaged too, so the whole state is the same on every process.
 - Rank 0 alone writes the run folder; logged losses are means over all processes.
 
 Without ``torchrun`` (``WORLD_SIZE`` unset or 1) :func:`setup` returns a :class:`Dist` whose
@@ -102,6 +104,30 @@ class Dist:
             flat.div_(self.world_size)  # SUM then divide: gloo has no AVG
             for g, avg in zip(grads, _unflatten_dense_tensors(flat, grads)):
                 g.copy_(avg)
+
+    @torch.no_grad()
+    def average_buffers(self, buffers: Iterable[torch.Tensor]) -> None:
+        """Replace each floating-point buffer by its mean over the processes.
+
+        Without SyncBatchNorm every process updates batch norm's running statistics from its own
+        slice of the batch, so they drift apart although the weights stay equal. Their mean is what
+        the run's evaluation-mode layers should use: for the running mean it is exactly the running
+        mean of the global batch's means (the update is linear); for the running variance it is the
+        mean of the slices' variances. (DDP instead copies rank 0's buffers to the others.) Integer
+        buffers (batches tracked) are equal everywhere already.
+        """
+        if not self.enabled:
+            return
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for b in buffers:
+            if b.is_floating_point():
+                by_dtype.setdefault(b.dtype, []).append(b)
+        for group in by_dtype.values():
+            flat = _flatten_dense_tensors(group)
+            dist.all_reduce(flat)
+            flat.div_(self.world_size)
+            for b, avg in zip(group, _unflatten_dense_tensors(flat, group)):
+                b.copy_(avg)
 
     @torch.no_grad()
     def broadcast_(self, tensors: Iterable[torch.Tensor]) -> None:

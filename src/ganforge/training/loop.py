@@ -321,6 +321,8 @@ class Training:
                     scaler.update()
                 if phase.after_step is not None:
                     phase.after_step()
+        # Under torchrun: batch norm's running statistics, updated from each process's own slice.
+        self.dist.average_buffers(b for net in self.recipe.nets.values() for b in net.buffers())
         self.step += 1
         self.images_seen += t.batch_size
         if self.ema is not None:
