@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # speed.py, beside this script
-from speed import ROOT, run_json  # noqa: E402
+from speed import ROOT, run_json, write_between_markers  # noqa: E402
 
 
 def families() -> list[str]:
@@ -81,11 +81,7 @@ def main() -> None:
     ]
     table = "\n".join(lines)
     print(table)
-    out = ROOT / a.out
-    text = out.read_text() if out.exists() else ""
-    start, end = "<!-- family-table -->", "<!-- /family-table -->"
-    if start in text and end in text:
-        out.write_text(text.split(start)[0] + start + "\n" + table + "\n" + end + text.split(end)[1])
+    write_between_markers(ROOT / a.out, "family-table", table)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,15 @@ def run_json(cmd: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def write_between_markers(path: Path, name: str, table: str) -> None:
+    """Replace what lies between ``<!-- name -->`` and ``<!-- /name -->`` in ``path`` by ``table``;
+    a file without both markers is left alone (the table is printed either way)."""
+    text = path.read_text() if path.exists() else ""
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    if start in text and end in text:
+        path.write_text(text.split(start)[0] + start + "\n" + table + "\n" + end + text.split(end)[1])
+
+
 # The issue's targets (ratio to the yardstick) per configuration, for the "needed fraction" column.
 TARGETS = {32: 2.5, 64: 2.2}
 
@@ -192,12 +201,7 @@ def main() -> None:
     ]
     table = "\n".join(lines)
     print(table)
-    out = ROOT / a.out
-    text = out.read_text() if out.exists() else ""
-    start, end = "<!-- speed-table -->", "<!-- /speed-table -->"
-    if start in text and end in text:
-        text = text.split(start)[0] + start + "\n" + table + "\n" + end + text.split(end)[1]
-        out.write_text(text)
+    write_between_markers(ROOT / a.out, "speed-table", table)
 
 
 if __name__ == "__main__":
