@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -92,18 +92,8 @@ class Dist:
         Parameters without a gradient are skipped; the same ones are missing on every process because
         every process runs the same code on the same weights.
         """
-        if not self.enabled:
-            return
-        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-        for p in params:
-            if p.grad is not None:
-                by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
-        for grads in by_dtype.values():
-            flat = _flatten_dense_tensors(grads)
-            dist.all_reduce(flat)
-            flat.div_(self.world_size)  # SUM then divide: gloo has no AVG
-            for g, avg in zip(grads, _unflatten_dense_tensors(flat, grads)):
-                g.copy_(avg)
+        if self.enabled:
+            self._average_([p.grad for p in params if p.grad is not None])
 
     @torch.no_grad()
     def average_buffers(self, buffers: Iterable[torch.Tensor]) -> None:
@@ -116,32 +106,36 @@ class Dist:
         mean of the slices' variances. (DDP instead copies rank 0's buffers to the others.) Integer
         buffers (batches tracked) are equal everywhere already.
         """
-        if not self.enabled:
-            return
-        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-        for b in buffers:
-            if b.is_floating_point():
-                by_dtype.setdefault(b.dtype, []).append(b)
-        for group in by_dtype.values():
-            flat = _flatten_dense_tensors(group)
+        if self.enabled:
+            self._average_([b for b in buffers if b.is_floating_point()])
+
+    def _average_(self, tensors: list[torch.Tensor]) -> None:
+        """Each tensor := its mean over the processes."""
+
+        def mean(flat: torch.Tensor) -> None:
             dist.all_reduce(flat)
-            flat.div_(self.world_size)
-            for b, avg in zip(group, _unflatten_dense_tensors(flat, group)):
-                b.copy_(avg)
+            flat.div_(self.world_size)  # SUM then divide: gloo has no AVG
+
+        _per_dtype_(tensors, mean)
 
     @torch.no_grad()
     def broadcast_(self, tensors: Iterable[torch.Tensor]) -> None:
         """Overwrite ``tensors`` with rank 0's values (as DDP does with the initial weights)."""
-        if not self.enabled:
-            return
-        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-        for t in tensors:
-            by_dtype.setdefault(t.dtype, []).append(t)
-        for group in by_dtype.values():
-            flat = _flatten_dense_tensors(group)
-            dist.broadcast(flat, src=0)
-            for t, value in zip(group, _unflatten_dense_tensors(flat, group)):
-                t.copy_(value)
+        if self.enabled:
+            _per_dtype_(list(tensors), lambda flat: dist.broadcast(flat, src=0))
+
+
+def _per_dtype_(tensors: list[torch.Tensor], collective: Callable[[torch.Tensor], Any]) -> None:
+    """Run ``collective`` in place on one flattened copy of the tensors of each dtype (one call per
+    dtype instead of one per tensor), then copy the results back into the tensors."""
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for group in by_dtype.values():
+        flat = _flatten_dense_tensors(group)
+        collective(flat)
+        for t, value in zip(group, _unflatten_dense_tensors(flat, group)):
+            t.copy_(value)
 
 
 def env_world() -> tuple[int, int, int]:
