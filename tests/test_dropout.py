@@ -89,3 +89,19 @@ def test_sgan_discriminator_uses_it():
     recipe = sgan(sgan.Config(ngf=4, ndf=4), DataSpec("image", (1, 32, 32), num_classes=10))
     drops = [m for m in recipe.D.modules() if isinstance(m, nn.Dropout)]
     assert drops and all(isinstance(m, FastDropout) for m in drops)
+
+
+def test_mask_keeps_its_distribution_under_torch_compile():
+    # Inductor replaces PyTorch's RNG calls with its own lowering; the full-range 64-bit draw must
+    # still give independent fair 16-bit lanes there (ganforge compiles D's forward with compile=true).
+    torch.manual_seed(5)
+    drop = FastDropout(0.5).train()
+    compiled = torch.compile(lambda x: drop(x))
+    x = _ones(fmt=CL)
+    y = compiled(x)
+    assert set(y.unique().tolist()) == {0.0, 2.0}
+    m = y.flatten() != 0
+    assert m.float().mean().item() == pytest.approx(0.5, abs=4e-3)
+    for lag in (1, 4):
+        assert (m[lag:] == m[:-lag]).float().mean().item() == pytest.approx(0.5, abs=4e-3)
+    assert not torch.equal(y, compiled(x))
