@@ -3,7 +3,7 @@
     python benchmarks/family_speed.py [--size 32] [--channels 1] [--batch 64] [--steps 10]
                                       [--repeats 3] [--out docs/performance.md]
 
-Runs ``ganforge bench MODEL`` for each family in ``ganforge models``, once on the default path
+Runs ``ganforge bench MODEL`` for each registered family (``ganforge models``), once on the default path
 (``--precision auto``: bf16, channels-last on a CPU with bf16) and once in fp32, each in its own
 process, with each family's own default settings for MNIST-sized data (its nets, its number of
 critic steps, its penalties). The class-conditional families get random labels (``--classes``).
@@ -17,19 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # speed.py, beside this script
 from speed import ROOT, run_json, write_between_markers  # noqa: E402
 
-
-def families() -> list[str]:
-    out = subprocess.run(
-        [sys.executable, "-m", "ganforge", "models"], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+from ganforge.models import MODELS  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +38,7 @@ def main() -> None:
 
     shape = ["--size", str(a.size), "--channels", str(a.channels), "--batch", str(a.batch)]
     timing = ["--steps", str(a.steps), "--warmup", "2"]
-    models = families()
+    models = MODELS.names()
     runs: dict[tuple[str, str], list[dict]] = {(m, p): [] for m in models for p in ("auto", "fp32")}
     for _ in range(a.repeats):
         for (model, precision), done in runs.items():

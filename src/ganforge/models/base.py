@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..data.base import Batch, DataSpec
+from ..nn.layout import is_dense
 from ..registry import Registry
 
 Report = Callable[[str, torch.Tensor], None]
@@ -175,16 +176,6 @@ def fused_optimizers(on: bool) -> Iterator[None]:
         _FUSED_ADAM.reset(token)
 
 
-def _is_dense(t: torch.Tensor) -> bool:
-    """True where t's elements fill one block of memory exactly (any dimension order)."""
-    expected = 1
-    for stride, size in sorted((st, sz) for st, sz in zip(t.stride(), t.shape) if sz != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
 class DenseAdam(torch.optim.Adam):
     """``torch.optim.Adam`` whose fused kernel sees each dense tensor as a flat view of its memory.
 
@@ -208,7 +199,7 @@ class DenseAdam(torch.optim.Adam):
         if group["amsgrad"]:
             lists.append(max_exp_avg_sqs)
         for i, p in enumerate(params_with_grad):
-            if p.is_contiguous() or not _is_dense(p):
+            if p.is_contiguous() or not is_dense(p):
                 continue
             # Moments are made (and restored, see checkpoint.restore) in the parameter's layout.
             if all(lst[i].stride() == p.stride() for lst in lists):

@@ -13,13 +13,15 @@ multiple of 1/65536 (0.5 exactly; 0.3 becomes 0.300003), with kept values scaled
 the keep probability actually used, so ``E[y] = x`` holds exactly. The mask comes from PyTorch's
 global CPU generator, so seeding and checkpointed RNG state make runs reproducible as before. On
 other devices (CUDA's dropout draws its mask in the same kernel, fast already), in evaluation mode,
-and for tensors that are not densely laid out, it is ``nn.Dropout``.
+and for tensors that do not fill one block of memory (slices with gaps), it is ``nn.Dropout``.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
+from .layout import is_dense
 
 _LEVELS = 1 << 16  # uniforms per 16-bit draw
 
@@ -30,8 +32,9 @@ def quantised_drop(p: float) -> int:
 
 
 def dropout_mask(x: torch.Tensor, p: float) -> torch.Tensor:
-    """A mask of 0 and 1/(1 - p') in x's dtype, shape and strides (x must be dense), with each
-    element dropped independently with probability p' = :func:`quantised_drop` (p) / 65536."""
+    """A mask of 0 and 1/(1 - p') in x's dtype, shape and strides, with each element dropped
+    independently with probability p' = :func:`quantised_drop` (p) / 65536. x must be dense
+    (:func:`~ganforge.nn.layout.is_dense`), in any dimension order."""
     n = x.numel()
     drop = quantised_drop(p)
     # randint's upper bound is exclusive, so the value 2**63 - 1 is never drawn: a bias of 2**-64.
@@ -41,12 +44,8 @@ def dropout_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     flat = torch.empty(n, dtype=x.dtype, device=x.device)
     flat.copy_(u >= drop - _LEVELS // 2)
     flat.mul_(_LEVELS / (_LEVELS - drop))
-    # Any dense layout is a permutation of n consecutive elements; i.i.d. values need no reordering.
+    # A dense layout is a permutation of n consecutive elements; i.i.d. values need no reordering.
     return flat.as_strided(x.shape, x.stride())
-
-
-def _dense(x: torch.Tensor) -> bool:
-    return x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
 
 
 class FastDropout(nn.Dropout):
@@ -54,7 +53,7 @@ class FastDropout(nn.Dropout):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.p
-        if not self.training or p == 0 or self.inplace or x.device.type != "cpu" or not _dense(x):
+        if not self.training or p == 0 or self.inplace or x.device.type != "cpu" or not is_dense(x):
             return super().forward(x)
         if quantised_drop(p) >= _LEVELS:  # p within 2**-17 of 1: everything drops
             return x * 0
