@@ -87,6 +87,12 @@ def test_matmul_peak_is_the_best_of_its_trials(monkeypatch):
         (["bench", "dcgan", "--set", "nosuchkey=1"], "nosuchkey"),
         (["bench", "cgan", "--classes", "1"], "--classes >= 2"),
         (["bench", "dcgan", "--channels", "0"], "--channels >= 1"),
+        (["bench", "dcgan", "--device", "tpu"], "'tpu' is not a device"),
+        pytest.param(
+            ["bench", "dcgan", "--device", "cuda"],
+            "use --device cpu",  # bench's own option, not --set
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible"),
+        ),
     ],
 )
 def test_bench_bad_input_is_one_line(capsys, args, message):

@@ -27,6 +27,7 @@ from torch.utils.flop_counter import flop_registry
 
 from .data import DataSpec, InMemoryDataset
 from .errors import ConfigError, GanforgeError
+from .training.precision import resolve_device
 
 
 def matmul_peak_gflops(
@@ -77,6 +78,7 @@ def bench(
         raise ConfigError(f"bench needs --size >= 1 and --channels >= 1, got {size} and {channels}")
     if classes < 2:
         raise ConfigError(f"bench needs --classes >= 2, got {classes}")
+    resolve_device(device, fix="--device cpu")  # the error names bench's own option
     over = [
         ("train.batch_size", batch),
         ("train.device", device),

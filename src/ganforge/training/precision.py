@@ -14,7 +14,8 @@ import torch
 from ..errors import ConfigError
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, fix: str = "--set device=cpu") -> torch.device:
+    """``name`` as a device; ``fix`` is the option the error for a missing GPU suggests."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -24,9 +25,7 @@ def resolve_device(name: str) -> torch.device:
             f"config key 'train.device': {name!r} is not a device; use auto, cpu or cuda[:N]"
         ) from e
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "config key 'train.device' is 'cuda' but no CUDA GPU is visible; use --set device=cpu"
-        )
+        raise ConfigError(f"config key 'train.device' is {name!r} but no CUDA GPU is visible; use {fix}")
     if dev.type not in ("cpu", "cuda"):
         raise ConfigError(f"config key 'train.device': {name!r} is not supported; use auto, cpu or cuda[:N]")
     return dev
