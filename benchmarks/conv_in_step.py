@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
+import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ganforge.data import DataSpec, InMemoryDataset
-from ganforge.training.config import build_config
-from ganforge.training.loop import Training
+from ganforge.bench import random_data_training
 
 
 class _Like:
@@ -90,14 +87,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     a = ap.parse_args()
 
-    cfg = build_config(
-        "dcgan", "mnist5k", overrides=[("train.batch_size", a.batch), ("train.tensorboard", False)]
-    )
-    shape = (a.channels, a.size, a.size)
-    spec = DataSpec("image", shape)
-    data = InMemoryDataset(torch.rand(max(4 * a.batch, 512), *shape) * 2 - 1, None, spec, "random")
-    with tempfile.TemporaryDirectory() as tmp:
-        tr = Training(cfg, Path(tmp), data=data)
+    with random_data_training("dcgan", (a.channels, a.size, a.size), a.batch) as tr:
         for _ in range(3):
             tr.train_step()
         per_step = []
@@ -106,19 +96,21 @@ def main() -> None:
             with timer:
                 tr.train_step()
             per_step.append(timer.calls)
-    first = per_step[0]
-    convs = [i for i, (func, *_) in enumerate(first) if "convolution" in str(func)]
+    # Calls are matched across steps by their place among the step's convolutions (other ops vary:
+    # a step that starts an epoch also reshuffles the data).
+    convs = [[c for c in calls if "convolution" in str(c[0])] for calls in per_step]
+    if any([c[0] for c in cs] != [c[0] for c in convs[0]] for cs in convs):
+        sys.exit("the steps ran different convolutions; nothing to compare call by call")
     total_in = total_alone = 0.0
-    for i in convs:
-        func, args, kwargs, _ = first[i]
-        in_step = statistics.median(calls[i][3] for calls in per_step) * 1e3
+    for i, (func, args, kwargs, _) in enumerate(convs[0]):
+        in_step = statistics.median(cs[i][3] for cs in convs) * 1e3
         alone = _alone_ms(func, args, kwargs)
         total_in, total_alone = total_in + in_step, total_alone + alone
         shapes = [t.shape for t in args if isinstance(t, _Like)]
         print(f"{str(func):34s} {str(shapes):64s} in step {in_step:6.2f} ms  alone {alone:6.2f} ms")
     step_ms = statistics.median(sum(c[3] for c in calls) for calls in per_step) * 1e3
     print(
-        f"{len(convs)} convolution calls: in step {total_in:.1f} ms, alone {total_alone:.1f} ms; all ops {step_ms:.1f} ms"
+        f"{len(convs[0])} convolution calls: in step {total_in:.1f} ms, alone {total_alone:.1f} ms; all ops {step_ms:.1f} ms"
     )
 
 

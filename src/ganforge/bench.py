@@ -15,11 +15,13 @@ FlopCounterMode: matmuls and convolutions, forward and backward) and divides by 
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -28,6 +30,9 @@ from torch.utils.flop_counter import flop_registry
 from .data import DataSpec, InMemoryDataset
 from .errors import ConfigError, GanforgeError
 from .training.precision import resolve_device
+
+if TYPE_CHECKING:
+    from .training.loop import Training
 
 
 def matmul_peak_gflops(
@@ -57,6 +62,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@contextlib.contextmanager
+def random_data_training(
+    model: str,
+    shape: tuple[int, int, int],
+    batch: int,
+    classes: int = 10,
+    overrides: list[tuple[str, Any]] | None = None,
+) -> Iterator[Training]:
+    """A :class:`~ganforge.training.loop.Training` of ``model`` on random images of ``shape`` (values in
+    [-1, 1]) already in memory, with random labels from ``classes`` classes so the class-conditional
+    families (cgan, acgan, sgan) run too (the others ignore them, as they ignore mnist5k's); its run
+    folder is temporary and TensorBoard is off. What ``bench`` times, and benchmarks that look
+    inside its step."""
+    from .training.config import build_config
+    from .training.loop import Training
+
+    over = [("train.batch_size", batch), ("train.tensorboard", False), *(overrides or [])]
+    cfg = build_config(model, "mnist5k", overrides=over)
+    spec = DataSpec("image", shape, num_classes=classes, class_names=[str(k) for k in range(classes)])
+    n = max(4 * batch, 512)  # enough distinct images for a few epochs' worth of indexing
+    x = torch.rand(n, *shape) * 2 - 1
+    y = torch.randint(0, classes, (n,))
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Training(cfg, Path(tmp), data=InMemoryDataset(x, y, spec, "random"))
+
+
 def bench(
     model: str,
     size: int = 32,
@@ -69,9 +100,6 @@ def bench(
     overrides: list[tuple[str, Any]] | None = None,
     classes: int = 10,
 ) -> dict[str, Any]:
-    from .training.config import build_config
-    from .training.loop import Training
-
     if steps < 1 or warmup < 0 or batch < 1:
         raise ConfigError("bench needs --steps >= 1, --warmup >= 0 and --batch >= 1")
     if size < 1 or channels < 1:
@@ -79,24 +107,8 @@ def bench(
     if classes < 2:
         raise ConfigError(f"bench needs --classes >= 2, got {classes}")
     resolve_device(device, fix="--device cpu")  # the error names bench's own option
-    over = [
-        ("train.batch_size", batch),
-        ("train.device", device),
-        ("train.precision", precision),
-        ("train.tensorboard", False),
-        *(overrides or []),
-    ]
-    cfg = build_config(model, "mnist5k", overrides=over)
-    shape = (channels, size, size)
-    # Random labels too, so the class-conditional families (cgan, acgan, sgan) run; the others
-    # ignore them, as they ignore mnist5k's.
-    spec = DataSpec("image", shape, num_classes=classes, class_names=[str(k) for k in range(classes)])
-    # Enough distinct random images for a few epochs' worth of indexing; values in [-1, 1].
-    n = max(4 * batch, 512)
-    x = torch.rand(n, *shape) * 2 - 1
-    y = torch.randint(0, classes, (n,))
-    with tempfile.TemporaryDirectory() as tmp:
-        tr = Training(cfg, Path(tmp), data=InMemoryDataset(x, y, spec, "random"))
+    over = [("train.device", device), ("train.precision", precision), *(overrides or [])]
+    with random_data_training(model, (channels, size, size), batch, classes, over) as tr:
         dev = tr.device
         out_of_memory = False
         try:
