@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,10 +144,24 @@ def test_unlabelled_data_is_refused(model):
 def test_label_out_of_range_fails_clearly(cgan_run, capsys):
     m = ganforge.load(cgan_run)
     assert m.sample(3, seed=0, labels=9).shape == (3, 1, 16, 16)
-    with pytest.raises(ConfigError, match=r"class indices in 0\.\.9"):
+    with pytest.raises(
+        ConfigError, match=r"label 10 is not a class of this model; it has 10 classes, 0\.\.9"
+    ):
         m.sample(3, seed=0, labels=10)
+    with pytest.raises(ConfigError, match="label -1 is not a class"):
+        m.sample(2, seed=0, labels=[3, -1])
+    with pytest.raises(ConfigError, match="got 2 labels for n=3 samples"):
+        m.sample(3, seed=0, labels=[1, 2])
     assert main(["sample", str(cgan_run), "--n", "4", "--label", "12"]) == 2
-    assert "0..9" in capsys.readouterr().err
+    assert "label 12 is not a class" in capsys.readouterr().err
+
+
+def test_sampling_another_class_does_not_overwrite_the_first(cgan_run, capsys):
+    for label in (3, 7):
+        assert main(["sample", str(cgan_run), "--n", "4", "--label", str(label)]) == 0
+    outs = [line.split(" to ")[-1] for line in capsys.readouterr().out.splitlines()]
+    assert [Path(o).name for o in outs] == ["sample_label3_seed0.png", "sample_label7_seed0.png"]
+    assert all(Path(o).is_file() for o in outs)
 
 
 # --- infogan -----------------------------------------------------------------------------------

@@ -175,8 +175,11 @@ class LoadedModel:
                 raise ConfigError(f"{self.config.model_name} is unconditional; it takes no labels")
             y = torch.as_tensor(labels, dtype=torch.int64).flatten()
             y = y.expand(n) if y.numel() == 1 else y
-            if len(y) != n or y.min() < 0 or y.max() >= k:
-                raise ConfigError(f"labels must be n={n} class indices in 0..{k - 1}")
+            if len(y) != n:
+                raise ConfigError(f"got {len(y)} labels for n={n} samples; pass one label or n of them")
+            if y.min() < 0 or y.max() >= k:
+                bad = int(y.min()) if y.min() < 0 else int(y.max())
+                raise ConfigError(f"label {bad} is not a class of this model; it has {k} classes, 0..{k - 1}")
         out = []
         for i in range(0, n, batch_size):
             m = min(batch_size, n - i)

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", help="run folder")
     s.add_argument("--n", type=int, default=64, help="number of samples")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", help="output PNG (default RUN/samples/sample_seed<S>.png)")
+    s.add_argument("--out", help="output PNG (default RUN/samples/sample[_label<K>]_seed<S>.png)")
     s.add_argument("--checkpoint", help="a specific checkpoint JSON (default: latest)")
     s.add_argument("--no-ema", action="store_true", help="use the raw generator, not its moving average")
     s.add_argument("--label", type=int, help="class to draw (conditional models: cgan, acgan)")
@@ -226,11 +226,13 @@ def cmd_sample(a: argparse.Namespace) -> int:
 
     model = api.load(a.run, checkpoint=a.checkpoint, ema=not a.no_ema)
     x = model.sample(a.n, seed=a.seed, labels=a.label)
+    # The label is part of the default name so that drawing another class does not overwrite it.
+    stem = "sample" + ("" if a.label is None else f"_label{a.label}") + f"_seed{a.seed}"
     if model.spec.kind != "image":
-        out = Path(a.out or Path(a.run) / "samples" / f"sample_seed{a.seed}.json")
+        out = Path(a.out or Path(a.run) / "samples" / f"{stem}.json")
         out.write_text(json.dumps(x.tolist()))
     else:
-        out = save_image_grid(x, a.out or Path(a.run) / "samples" / f"sample_seed{a.seed}.png")
+        out = save_image_grid(x, a.out or Path(a.run) / "samples" / f"{stem}.png")
     print(f"wrote {a.n} samples from step {model.step} to {out}")
     return 0
 
