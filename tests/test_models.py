@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ganforge.data import DataSpec, load_dataset
+from ganforge.errors import ConfigError
 from ganforge.models import MODELS
 from ganforge.training.config import build_config
 from ganforge.training.loop import Training
@@ -87,6 +88,11 @@ def test_dcgan_depth_follows_resolution():
     assert plan_stages(28, 28) == (2, 7, 7)
     assert plan_stages(32, 64) == (3, 4, 8)
     assert plan_stages(256, 256) == (6, 4, 4)
+    assert plan_stages(120, 120) == (3, 15, 15)
+    with pytest.raises(ConfigError, match=r"125x125 seed for 1000x1000 images.*data.resolution=1024"):
+        plan_stages(1000, 1000)
+    with pytest.raises(ConfigError, match=r"divisible by 2"):
+        plan_stages(7, 7)
     dcgan = MODELS.get("dcgan")
     for c, h, w in [(1, 16, 16), (3, 28, 28), (3, 64, 64), (4, 32, 64), (1, 48, 48), (3, 256, 256)]:
         r = dcgan(dcgan.Config(ngf=4, ndf=4), DataSpec("image", (c, h, w)))

@@ -30,6 +30,8 @@ from ..nn import dcgan_init
 from ..nn.fast_conv import FastConv2d, FastConvTranspose2d
 from .base import TwoPlayerRecipe, register_model
 
+MAX_SEED_AREA = 256  # 16x16, or 4x64 for a 16:1 strip; every size of the form 2^k * (4..15) fits
+
 
 def plan_stages(height: int, width: int) -> tuple[int, int, int]:
     """(k, seed_h, seed_w) for an image size; raises ConfigError when no DCGAN stack fits."""
@@ -45,7 +47,17 @@ def plan_stages(height: int, width: int) -> tuple[int, int, int]:
             f"dcgan cannot build a network for {height}x{width} images: each side must be divisible by 2 "
             f"with at least 8 px; resize with --set data.resolution=32 (or 64, 128, ...)"
         )
-    return k, height // 2**k, width // 2**k
+    sh, sw = height // 2**k, width // 2**k
+    # G's first layer has a kernel the size of the seed: a size with few factors of 2 (1000 = 8 * 125)
+    # would give it z_dim x C x 125 x 125 weights and a network that trains for hours per step.
+    if sh * sw > MAX_SEED_AREA:
+        near = 2 ** round(math.log2(min(height, width)))
+        raise ConfigError(
+            f"dcgan would start G from a {sh}x{sw} seed for {height}x{width} images (a {sh}x{sw} kernel in "
+            f"its first layer; the paper's is 4x4): resize to a size with more factors of 2, e.g. "
+            f"--set data.resolution={near}"
+        )
+    return k, sh, sw
 
 
 def widths(base: int, k: int, cap: int) -> list[int]:
