@@ -284,6 +284,13 @@ def test_cli_interpolate_writes_grid_and_gif(cgan_run, tmp_path):
     assert main(["interpolate", str(cgan_run), "--mode", "lerp", "--label", "3", "--out", str(out)]) == 0
 
 
+def test_cli_interpolate_default_names_keep_variants_apart(cgan_run, capsys):
+    for extra in ([], ["--mode", "lerp"], ["--label", "3"]):
+        assert main(["interpolate", str(cgan_run), "--steps", "3", "--rows", "1", *extra]) == 0
+    names = [Path(line.split()[1]).name for line in capsys.readouterr().out.splitlines()]
+    assert names == ["interpolate_seed0.png", "interpolate_lerp_seed0.png", "interpolate_label3_seed0.png"]
+
+
 def test_cli_traverse(cgan_run, infogan_run, tmp_path, capsys):
     assert main(["traverse", str(cgan_run), "--rows", "2", "--out", str(tmp_path / "c.png")]) == 0
     for code in ("cat0", "cont1"):

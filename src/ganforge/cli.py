@@ -250,7 +250,13 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
 
     model = api.load(a.run, checkpoint=a.checkpoint, ema=not a.no_ema)
     x, steps = interpolation_grid(model, a.steps, a.rows, a.mode, a.seed, a.label)
-    out = save_image_grid(x, _latent_out(a, "interpolate"), nrow=steps)
+    # Non-default choices go into the default name so that one run's variants sit side by side.
+    name = (
+        "interpolate"
+        + ("" if a.mode == "slerp" else f"_{a.mode}")
+        + ("" if a.label is None else f"_label{a.label}")
+    )
+    out = save_image_grid(x, _latent_out(a, name), nrow=steps)
     # One GIF frame per interpolation step, showing every row at that step.
     frames = x.view(a.rows, steps, *x.shape[1:])
     with tempfile.TemporaryDirectory() as tmp:
