@@ -76,6 +76,32 @@ def test_train_then_sample_end_to_end(tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["steps"] == 6
 
 
+def test_vector_samples_are_json_and_a_png_name_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "gan",
+                "--data",
+                "ring8",
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+                "--no-progress",
+                *sets("gan"),
+            ]
+        )
+        == 0
+    )
+    assert main(["sample", str(out), "--n", "5", "--out", str(tmp_path / "pts.png")]) == 2
+    assert "use --out " + str(tmp_path / "pts.json") in capsys.readouterr().err
+    assert not (tmp_path / "pts.png").exists()
+    assert main(["sample", str(out), "--n", "5", "--out", str(tmp_path / "pts.json")]) == 0
+    assert len(json.loads((tmp_path / "pts.json").read_text())) == 5
+
+
 def test_dry_run_prints_resolved_config(capsys):
     assert main(["train", "dcgan", "--preset", "demo", "--set", "lr_d=1e-4", "--seed", "7", "--dry-run"]) == 0
     cfg = json.loads(capsys.readouterr().out)

@@ -72,3 +72,29 @@ def test_config_json_with_unexpected_types_is_refused():
     d["train"]["surprise"] = 1
     with pytest.raises(ConfigError, match="surprise"):
         RunConfig.from_dict(d)
+
+
+def test_set_values_are_read_for_their_key_type():
+    # String keys keep commas and the word none (docs/techniques.md, docs/evaluation.md, usage.md).
+    cfg = build_config(
+        "dcgan",
+        "mnist5k",
+        overrides=parse_sets(
+            [
+                "tech.diffaugment=color,translation,cutout",
+                "eval_metrics=fid,kid",
+                "lr_decay=none",
+                "data.root=none",
+            ]
+        ),
+    )
+    assert cfg.tech.diffaugment == "color,translation,cutout" and cfg.train.eval_metrics == "fid,kid"
+    assert cfg.train.lr_decay == "none" and cfg.data.root is None  # a nullable key still takes none as null
+    assert build_config("wgan-gp", "ring8", overrides=parse_sets(["d_norm=none"])).model.d_norm == "none"
+    # Other keys still read JSON and a,b lists; wrong values still fail naming the key.
+    cfg = build_config("dcgan", "mnist5k", overrides=parse_sets(["betas=0.5,0.9", "ngf=16", "ema=false"]))
+    assert cfg.model.betas == (0.5, 0.9) and cfg.model.ngf == 16
+    with pytest.raises(ConfigError, match="model.ngf.*expected an integer"):
+        build_config("dcgan", "mnist5k", overrides=parse_sets(["ngf=abc"]))
+    with pytest.raises(ConfigError, match="model.d_norm"):
+        build_config("wgan-gp", "ring8", overrides=parse_sets(["d_norm=batch,none"]))

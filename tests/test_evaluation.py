@@ -156,6 +156,10 @@ def test_modes_metric_on_a_trained_toy_run(tmp_path, tiny_overrides, capsys):
     assert 0 <= r["modes_covered"] <= 8 and 0 <= r["high_quality_fraction"] <= 1 and r["n"] == 2500
     assert main(["eval", str(run), "--metrics", "is"]) == 2  # no class probabilities for 2-D points
     assert np.isfinite(r["modes_covered"])
+    # With no --metrics, 2-D points get every metric that applies to them (no IS), not an error.
+    assert main(["eval", str(run), "--n", "200"]) == 0
+    r = json.loads(capsys.readouterr().out.splitlines()[-2])
+    assert {"fid", "kid", "precision", "coverage", "modes_covered"} <= r.keys() and "is" not in r
 
 
 def test_evaluating_during_training_leaves_the_random_stream_alone(tmp_path):

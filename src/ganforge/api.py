@@ -167,6 +167,8 @@ class LoadedModel:
         """``n`` samples on the CPU: NCHW float in [-1, 1] for images, ``(n, D)`` for vector data."""
         if n < 1:
             raise ConfigError(f"n must be >= 1, got {n}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         y = None
         if labels is not None:
@@ -180,11 +182,13 @@ class LoadedModel:
             if y.min() < 0 or y.max() >= k:
                 bad = int(y.min()) if y.min() < 0 else int(y.max())
                 raise ConfigError(f"label {bad} is not a class of this model; it has {k} classes, 0..{k - 1}")
+        # All latents first, in one draw: the same seed then gives the same samples whatever
+        # batch_size is (latents are small: n x z_dim, against n x C x H x W for the output).
+        z_all = self.recipe.latent(n, torch.device("cpu"), generator=gen)
         out = []
         for i in range(0, n, batch_size):
-            m = min(batch_size, n - i)
-            z = self.recipe.latent(m, self.device, generator=gen)
-            yy = None if y is None else y[i : i + m].to(self.device)
+            z = z_all[i : i + batch_size].to(self.device)
+            yy = None if y is None else y[i : i + batch_size].to(self.device)
             out.append(self.recipe.generate(self.G, z, yy).float().cpu())
         return torch.cat(out)
 

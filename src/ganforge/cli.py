@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .errors import GanforgeError
+from .errors import ConfigError, GanforgeError
 
 EPILOG = """examples:
   ganforge train dcgan --data mnist5k --preset demo
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         choices=[True, "auto"],
         type=_resume_arg,
+        metavar="auto",
         help="continue the run in --out from its latest checkpoint ('auto': start if none)",
     )
     t.add_argument("--overwrite", action="store_true", help="replace an existing run folder at --out")
@@ -71,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", help="run folder")
     s.add_argument("--n", type=int, default=64, help="number of samples")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", help="output PNG (default RUN/samples/sample[_label<K>]_seed<S>.png)")
+    s.add_argument(
+        "--out",
+        help="output PNG, or JSON for vector data (default RUN/samples/sample[_label<K>]_seed<S>.png)",
+    )
     s.add_argument("--checkpoint", help="a specific checkpoint JSON (default: latest)")
     s.add_argument("--no-ema", action="store_true", help="use the raw generator, not its moving average")
     s.add_argument("--label", type=int, help="class to draw (conditional models: cgan, acgan)")
@@ -118,7 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a trained run: FID, KID, IS, precision/recall, mode coverage")
     e.add_argument("run", help="run folder")
-    e.add_argument("--metrics", default="fid,kid,is,pr", help="comma-separated: fid, kid, is, pr, modes")
+    e.add_argument(
+        "--metrics",
+        help="comma-separated: fid, kid, is, pr, modes (default: fid,kid,is,pr for images; "
+        "fid,kid,pr for vector data, with modes on ring8/grid25)",
+    )
     e.add_argument("--n", type=int, default=5000, help="generated samples (default 5000)")
     e.add_argument("--extractor", default="auto", help="domain, inception, identity or auto (default)")
     e.add_argument(
@@ -225,6 +233,10 @@ def cmd_sample(a: argparse.Namespace) -> int:
     from .training.artifacts import save_image_grid
 
     model = api.load(a.run, checkpoint=a.checkpoint, ema=not a.no_ema)
+    if a.out and model.spec.kind != "image" and Path(a.out).suffix.lower() != ".json":
+        raise ConfigError(
+            f"{model.spec.kind} samples are written as JSON; use --out {Path(a.out).with_suffix('.json')}"
+        )
     x = model.sample(a.n, seed=a.seed, labels=a.label)
     # The label is part of the default name so that drawing another class does not overwrite it.
     stem = "sample" + ("" if a.label is None else f"_label{a.label}") + f"_seed{a.seed}"
@@ -320,11 +332,12 @@ def cmd_classify(a: argparse.Namespace) -> int:
 
 def cmd_eval(a: argparse.Namespace) -> int:
     from . import api
-    from .metrics.evaluate import evaluate, generator_sampler, parse_metrics, write_result
+    from .metrics.evaluate import default_metrics, evaluate, generator_sampler, parse_metrics, write_result
     from .training.artifacts import finalize_artifacts
 
-    metrics = parse_metrics(a.metrics)
+    metrics = None if a.metrics is None else parse_metrics(a.metrics)  # bad names fail before loading
     model = api.load(a.run, checkpoint=a.checkpoint)
+    metrics = metrics or default_metrics(model.spec)
     cfg = model.config
     sample = generator_sampler(model.recipe, model.G, model.device)
     result = evaluate(

@@ -97,6 +97,27 @@ def parse_value(text: str) -> Any:
         return text
 
 
+class CliText(str):
+    """A ``--set`` value as typed; turned into a value by ``value_for`` once its key's type is known."""
+
+
+def value_for(text: str, tp: Any, key: str) -> Any:
+    """The value of command-line ``text`` for a key of type ``tp``: its JSON reading (numbers, lists,
+    null, ``a,b`` lists) when that fits the type, else the text itself when the key takes a string.
+    So ``tech.diffaugment=color,cutout`` and ``d_norm=none`` stay strings for string keys, while
+    ``betas=0.5,0.999`` is a pair and ``data.root=none`` is null for a key that may be null."""
+    parsed = parse_value(text)
+    try:
+        coerce(parsed, tp, key)
+        return parsed
+    except ConfigError as err:
+        try:
+            coerce(text.strip(), tp, key)
+        except ConfigError:
+            raise err from None
+        return text.strip()
+
+
 def fields_of(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}

@@ -48,6 +48,14 @@ def parse_metrics(text: str | list[str]) -> list[str]:
     return names
 
 
+def default_metrics(spec: DataSpec) -> list[str]:
+    """What ``ganforge eval`` computes when not told: the image set, or for vector data the metrics
+    that need no class probabilities (no Inception Score), plus mode coverage where modes are known."""
+    if spec.kind == "image":
+        return ["fid", "kid", "is", "pr"]
+    return ["fid", "kid", "pr"] + (["modes"] if "centres" in spec.meta else [])
+
+
 def select_split(ds: InMemoryDataset, split: str) -> InMemoryDataset:
     """'all', 'train' / 'holdout' (the classifier's 80/20 split), 'half-a' / 'half-b' (disjoint halves)."""
     n = len(ds)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .. import __version__
-from ..config import fields_of, from_dict, parse_value, require, to_dict
+from ..config import CliText, fields_of, from_dict, require, to_dict, value_for
 from ..data.base import DataConfig, DataSpec
 from ..errors import ConfigError
 from ..models import MODELS
@@ -282,7 +282,7 @@ def parse_sets(items: list[str]) -> list[tuple[str, Any]]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        out.append((key.strip(), parse_value(value)))
+        out.append((key.strip(), CliText(value)))
     return out
 
 
@@ -306,8 +306,11 @@ def build_config(
         for key, value in recipe.presets[preset].items():
             section, name = resolve_key(model_name, key)
             layers[section][name] = value
+    schemas = section_schemas(model_name)
     for key, value in overrides or []:
         section, name = resolve_key(model_name, key)
+        if isinstance(value, CliText):
+            value = value_for(value, schemas[section][name], f"{section}.{name}")
         if (section, name) == ("data", "name"):
             raise ConfigError("choose the dataset with --data NAME, not --set data.name")
         layers[section][name] = value

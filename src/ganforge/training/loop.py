@@ -194,10 +194,12 @@ class Training:
                     out_of_memory = True
                     break
 
+                # Every step, not only at logging: a checkpoint at any step records the true total time,
+                # which a resumed run's --minutes budget and img/s figures start from.
+                now = time.perf_counter()
+                self.elapsed = now - t_start
                 if self.step % t.log_every == 0:
-                    now = time.perf_counter()
                     rate = (self.images_seen - images_at_log) / max(now - t_log, 1e-9)
-                    self.elapsed = now - t_start
                     self.log(rate, bar, writer)
                     t_log, images_at_log = time.perf_counter(), self.images_seen
                 if t.sample_every and self.step % t.sample_every == 0:
