@@ -162,6 +162,9 @@ def test_kid_with_whole_sets_equals_direct_unbiased_mmd():
 
 def test_kid_rejects_too_few_samples():
     rng = _rng(10)
+    # The default subset size is min(1000, n_a, n_b): small sets work without choosing one.
+    a50, b80 = rng.normal(size=(50, 4)), rng.normal(size=(80, 4))
+    assert kid(a50, b80, subsets=5) == kid(a50, b80, subsets=5, subset_size=50)
     with pytest.raises(ConfigError, match=r"feats_a has 50, feats_b has 80.*subset_size=50"):
         kid(rng.normal(size=(50, 4)), rng.normal(size=(80, 4)), subset_size=100)
     with pytest.raises(ConfigError, match="subsets"):

@@ -42,3 +42,14 @@ def test_readme_commands_run(tmp_path):
     out = subprocess.run(test.split(), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert re.search(r"\d+ passed", out.stdout)
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    # The "From Python" block, with its 2,000 steps cut to 2 (the rest runs as written).
+    text = (ROOT / "README.md").read_text()
+    code = re.search(r"From Python:\n\n```python\n(.*?)```", text, re.S).group(1)
+    assert "steps=2000" in code
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code.replace("steps=2000", "steps=2"), "README.md", "exec"), scope)  # noqa: S102
+    assert scope["images"].shape == (16, 1, 28, 28) and scope["fake"].shape == (1000, 784)

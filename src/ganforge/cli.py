@@ -80,22 +80,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ema", action="store_true", help="use the raw generator, not its moving average")
     s.add_argument("--label", type=int, help="class to draw (conditional models: cgan, acgan)")
 
-    def latent_parser(name: str, help: str) -> argparse.ArgumentParser:
+    def latent_parser(name: str, help: str, default_name: str = "") -> argparse.ArgumentParser:
         q = sub.add_parser(name, help=help)
         q.add_argument("run", help="run folder")
         q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--out", help=f"output PNG (default RUN/samples/{name}_seed<S>.png)")
+        q.add_argument("--out", help=f"output PNG (default RUN/samples/{default_name or name}_seed<S>.png)")
         q.add_argument("--checkpoint", help="a specific checkpoint JSON (default: latest)")
         q.add_argument("--no-ema", action="store_true", help="use the raw generator, not its moving average")
         return q
 
-    i = latent_parser("interpolate", "grid (rows = interpolations) and GIF of paths between latents")
+    i = latent_parser(
+        "interpolate",
+        "grid (rows = interpolations) and GIF of paths between latents",
+        "interpolate[_lerp][_label<K>]",
+    )
     i.add_argument("--steps", type=int, default=8, help="images per interpolation (default 8)")
     i.add_argument("--rows", type=int, default=4, help="number of interpolations (default 4)")
     i.add_argument("--mode", choices=["slerp", "lerp"], default="slerp", help="path (default slerp)")
     i.add_argument("--label", type=int, help="class of every row (conditional models; default: cycle)")
 
-    tr = latent_parser("traverse", "vary one InfoGAN code (or, for conditional models, the class) per column")
+    tr = latent_parser(
+        "traverse",
+        "vary one InfoGAN code (or, for conditional models, the class) per column",
+        "traverse_<CODE or 'label'>",
+    )
     tr.add_argument("--code", help="InfoGAN code: cat0, cont0, ... (conditional models: omit)")
     tr.add_argument("--rows", type=int, default=6, help="rows of different noise (default 6)")
     tr.add_argument("--steps", type=int, default=7, help="values of a continuous code, -2..2 (default 7)")

@@ -232,7 +232,7 @@ def kid(
     feats_a: Any,
     feats_b: Any,
     subsets: int = 100,
-    subset_size: int = 1000,
+    subset_size: int | None = None,
     degree: int = 3,
     gamma: float | None = None,
     coef0: float = 1.0,
@@ -242,14 +242,12 @@ def kid(
 
     Bińkowski et al. 2018, Sec. 4: kernel ``k(x, y) = (gamma x.y + coef0)^degree`` with gamma = 1/D by
     default (the paper's cubic kernel ``(x.y / d + 1)^3``). Each of ``subsets`` rounds draws
-    ``subset_size`` rows *without replacement* from each set (a ``numpy`` Generator seeded with
+    ``subset_size`` rows (default ``min(1000, len(a), len(b))``) *without replacement* from each set (a ``numpy`` Generator seeded with
     ``seed``, so the result is reproducible) and computes the unbiased estimator. ``std`` is the
     population std over rounds (``np.std``, as in the authors' code and torchmetrics). Unlike FID the
     estimator is unbiased, so small or even slightly negative values are expected for matching sets.
     """
     _check_positive_int(subsets, "subsets")
-    # The unbiased estimator divides by m (m - 1), so a subset needs at least two samples.
-    _check_positive_int(subset_size, "subset_size", minimum=2)
     _check_positive_int(degree, "degree")
     a = _as_float64_numpy(feats_a, "feats_a")
     b = _as_float64_numpy(feats_b, "feats_b")
@@ -257,6 +255,10 @@ def kid(
     _check_features(b, "feats_b", "KID")
     _check_pair(a, b, ("feats_a", "feats_b"))
     n_a, n_b = a.shape[0], b.shape[0]
+    if subset_size is None:
+        subset_size = min(1000, n_a, n_b)
+    # The unbiased estimator divides by m (m - 1), so a subset needs at least two samples.
+    _check_positive_int(subset_size, "subset_size", minimum=2)
     if min(n_a, n_b) < subset_size:
         usable = min(n_a, n_b)
         hint = f"pass subset_size={usable} or " if usable >= 2 else ""
