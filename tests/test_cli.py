@@ -69,6 +69,7 @@ def test_train_then_sample_end_to_end(tmp_path, capsys):
                 "--steps",
                 "6",
                 "--no-progress",
+                *sets("dcgan"),  # model/data keys equal to the saved ones are accepted on resume
             ]
         )
         == 0
@@ -100,6 +101,40 @@ def test_vector_samples_are_json_and_a_png_name_is_refused(tmp_path, capsys):
     assert not (tmp_path / "pts.png").exists()
     assert main(["sample", str(out), "--n", "5", "--out", str(tmp_path / "pts.json")]) == 0
     assert len(json.loads((tmp_path / "pts.json").read_text())) == 5
+
+
+def test_output_files_never_replace_run_files_or_folders(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "gan",
+                "--data",
+                "ring8",
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+                "--no-progress",
+                *sets("gan"),
+            ]
+        )
+        == 0
+    )
+    saved = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    record = next((out / "checkpoints").glob("step_*.json"))
+    for target, message in [
+        (out / "config.json", "would overwrite the run's config.json"),
+        (out / "summary.json", "would overwrite the run's summary.json"),
+        (record, "inside a run's checkpoints/ folder"),
+        (out, "is a folder"),
+    ]:
+        assert main(["sample", str(out), "--n", "3", "--out", str(target)]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["sample", str(out), "--n", "2000000"]) == 2
+    assert "at most 1,000,000" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == saved
 
 
 def test_dry_run_prints_resolved_config(capsys):

@@ -9,11 +9,12 @@ from typing import Any
 
 import torch
 
+from .config import CliText, value_for
 from .errors import CheckpointError, ConfigError
 from .models import MODELS, Recipe
 from .techniques import build_recipe
 from .training import checkpoint as ckpt
-from .training.config import SECTIONS, RunConfig, build_config, resolve_key
+from .training.config import SECTIONS, RunConfig, build_config, resolve_key, section_schemas
 from .training.loop import truncate_metrics
 from .training.memory import keep_freed_memory
 
@@ -56,7 +57,9 @@ def train(
     given again must equal the saved ones. ``resume="auto"`` starts the run in ``out`` when there is
     none yet, so one command can be restarted until the run is done.
     """
+    from .training import distributed
     from .training.loop import Training, choose_out_dir, claim_out_dir
+    from .training.runfolder import RunLock, check_out_path
 
     items = list(overrides.items()) if isinstance(overrides, dict) else list(overrides or [])
     flags = {"steps": steps, "kimg": kimg, "minutes": minutes, "seed": seed}
@@ -64,6 +67,7 @@ def train(
 
     if resume and out is None:
         raise ConfigError("--resume needs --out RUN_DIR, the run folder to continue")
+    lock: RunLock | None = None
     if resume and (resume != "auto" or (Path(out) / "config.json").is_file()):
         run_dir = Path(out)
         cfg = _read_config(run_dir)
@@ -74,15 +78,24 @@ def train(
                 f"{run_dir} was trained on {cfg.data.name!r}, not {data!r}; resume with the same data"
             )
         _apply_resume_overrides(cfg, model, preset, items)
-        last = ckpt.latest_checkpoint(run_dir / "checkpoints")
         if dry_run:
             return cfg
-        training = Training(cfg, run_dir)
+        if distributed.is_main_process():
+            lock = RunLock(run_dir).acquire()  # before reading checkpoints another process may be writing
+        try:
+            last = ckpt.resume_point(run_dir / "checkpoints", quarantine=distributed.is_main_process())
+            training = Training(cfg, run_dir)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         if last is not None:
             training.restore(last)
         elif resume == "auto":
             truncate_metrics(run_dir / "metrics.jsonl", 0)  # starting over: old lines would repeat steps
         else:
+            if lock is not None:
+                lock.release()
             raise CheckpointError(
                 f"{run_dir} has no complete checkpoint to resume from; start a new run instead"
             )
@@ -92,17 +105,22 @@ def train(
             return cfg
         if resume == "auto":  # nothing to resume yet: start the run in exactly this folder
             run_dir = Path(out)
+            check_out_path(run_dir)
             if run_dir.exists() and any(not p.name.startswith(".") for p in run_dir.iterdir()):
                 raise ConfigError(f"{run_dir} is not empty and holds no ganforge run; choose another --out")
             training = Training(cfg, run_dir)
-            claim_out_dir(run_dir, overwrite=False)
+            lock = claim_out_dir(run_dir, overwrite=False)
         else:
             run_dir = choose_out_dir(Path(out or f"runs/{model}-{data.split(':')[0]}"), overwrite)
             training = Training(cfg, run_dir)
-            claim_out_dir(run_dir, overwrite)
-    if training.dist.main:  # under torchrun, rank 0 alone writes the run folder
-        ckpt.write_json_atomic(run_dir / "config.json", cfg.to_dict())
-    training.run(progress=progress)
+            lock = claim_out_dir(run_dir, overwrite)
+    try:
+        if training.dist.main:  # under torchrun, rank 0 alone writes the run folder
+            ckpt.write_json_atomic(run_dir / "config.json", cfg.to_dict())
+        training.run(progress=progress)
+    finally:
+        if lock is not None:
+            lock.release()
     return run_dir
 
 
@@ -122,8 +140,11 @@ def _apply_resume_overrides(
         explicit += list(presets[preset].items())
     explicit += items
     changes: dict[str, Any] = {}
+    schemas = section_schemas(model)
     for key, value in explicit:
         section, name = resolve_key(model, key)
+        if isinstance(value, CliText):  # a --set value, read for its key's type as build_config does
+            value = value_for(value, schemas[section][name], f"{section}.{name}")
         if section == "train":
             changes[name] = value
             continue

@@ -236,29 +236,58 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+MAX_GRID = 10_000  # images in one PNG grid (100x100): more is no longer a picture anyone can look at
+MAX_POINTS = 1_000_000  # vector samples in one JSON file
+
+
+def _output_file(out: str | None, default: Path, suffix: str) -> Path:
+    """The file a command writes: ``--out`` or the default, refused if it is a folder, has another
+    format's extension, or is one of a run folder's own files (config, summary, log, checkpoints)."""
+    from .training.runfolder import is_run_folder
+
+    path = Path(out) if out else default
+    if path.is_dir():
+        raise ConfigError(f"--out {path} is a folder; give a file name ending in {suffix}")
+    if path.suffix.lower() != suffix:
+        raise ConfigError(
+            f"--out {path}: this command writes {suffix[1:].upper()}; use --out {path.with_suffix(suffix)}"
+        )
+    if path.parent.name == "checkpoints" and is_run_folder(path.parent.parent):
+        raise ConfigError(f"--out {path} is inside a run's checkpoints/ folder; choose another place")
+    if path.name in ("config.json", "summary.json", "metrics.jsonl") and is_run_folder(path.parent):
+        raise ConfigError(f"--out {path} would overwrite the run's {path.name}; choose another name")
+    return path
+
+
 def cmd_sample(a: argparse.Namespace) -> int:
     from . import api
     from .training.artifacts import save_image_grid
+    from .training.checkpoint import atomic_path
 
     model = api.load(a.run, checkpoint=a.checkpoint, ema=not a.no_ema)
-    if a.out and model.spec.kind != "image" and Path(a.out).suffix.lower() != ".json":
+    image = model.spec.kind == "image"
+    cap = MAX_GRID if image else MAX_POINTS
+    if a.n > cap:
         raise ConfigError(
-            f"{model.spec.kind} samples are written as JSON; use --out {Path(a.out).with_suffix('.json')}"
+            f"--n {a.n} is more than one {'grid' if image else 'file'} holds (at most {cap:,}); "
+            f"use a smaller --n, or ganforge.load(run).sample(n) from Python for a tensor"
         )
-    x = model.sample(a.n, seed=a.seed, labels=a.label)
     # The label is part of the default name so that drawing another class does not overwrite it.
     stem = "sample" + ("" if a.label is None else f"_label{a.label}") + f"_seed{a.seed}"
-    if model.spec.kind != "image":
-        out = Path(a.out or Path(a.run) / "samples" / f"{stem}.json")
-        out.write_text(json.dumps(x.tolist()))
+    suffix = ".png" if image else ".json"
+    out = _output_file(a.out, Path(a.run) / "samples" / f"{stem}{suffix}", suffix)
+    x = model.sample(a.n, seed=a.seed, labels=a.label)
+    if image:
+        out = save_image_grid(x, out)
     else:
-        out = save_image_grid(x, a.out or Path(a.run) / "samples" / f"{stem}.png")
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(x.tolist()))
     print(f"wrote {a.n} samples from step {model.step} to {out}")
     return 0
 
 
 def _latent_out(a: argparse.Namespace, name: str) -> Path:
-    return Path(a.out or Path(a.run) / "samples" / f"{name}_seed{a.seed}.png")
+    return _output_file(a.out, Path(a.run) / "samples" / f"{name}_seed{a.seed}.png", ".png")
 
 
 def cmd_interpolate(a: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ import math
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -282,6 +283,39 @@ def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
         if (json_path.parent / record["tensors"]).is_file():
             return json_path
     return None
+
+
+def resume_point(ckpt_dir: str | Path, quarantine: bool = True) -> Path | None:
+    """The checkpoint a resumed run continues from, or None when the run has none yet.
+
+    Newer checkpoints that cannot be loaded (a damaged record, a missing tensor file) are skipped
+    with a warning that names them, and with ``quarantine`` moved to ``checkpoints/damaged/``, so
+    retraining those steps does not overwrite files someone may want to repair. When checkpoints
+    exist but none can be loaded, this raises instead of letting the run start over on top of them.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    committed = list_checkpoints(ckpt_dir)
+    found = latest_checkpoint(ckpt_dir)
+    found_step = -1 if found is None else int(_STEP_RE.match(found.name).group(1))  # type: ignore[union-attr]
+    skipped = [(step, path) for step, path in committed if step > found_step]
+    if not skipped:
+        return found
+    names = ", ".join(p.name for _, p in skipped[-3:])
+    if found is None:
+        raise CheckpointError(
+            f"{ckpt_dir}: no checkpoint can be loaded ({names} damaged or missing its tensor file); "
+            f"restore them from a backup, or start a new run with another --out"
+        )
+    if quarantine:
+        aside = ckpt_dir / "damaged"
+        aside.mkdir(exist_ok=True)
+        for step, _ in skipped:
+            for f in checkpoint_paths(ckpt_dir, step):
+                if f.exists():
+                    f.replace(aside / f.name)
+    moved = f"; moved to {ckpt_dir / 'damaged'}" if quarantine else ""
+    warnings.warn(f"skipped damaged checkpoint {names}{moved}; resuming from {found.name}", stacklevel=2)
+    return found
 
 
 def prune_checkpoints(ckpt_dir: str | Path, keep: int, protect: set[int] | None = None) -> None:
