@@ -158,6 +158,10 @@ def test_dry_run_prints_resolved_config(capsys):
         (["train", "dcgan", "--preset", "nope"], "unknown preset 'nope' for dcgan; valid: demo"),
         (["train", "dcgan", "--data", "folder"], "needs an argument"),
         (["sample", "/nonexistent/run"], "run folder /nonexistent/run does not exist"),
+        (
+            ["train", "dcgan", "--set", "seed=99999999999999999999999"],
+            "'train.seed' must be an integer between",
+        ),
     ],
 )
 def test_bad_input_gives_one_line_error(argv, expected, capsys):
@@ -201,3 +205,54 @@ def test_module_entry_point_runs():
         [sys.executable, "-m", "ganforge", "models"], capture_output=True, text=True, check=True
     )
     assert "dcgan" in out.stdout
+
+
+def test_seeds_out_of_range_are_usage_errors(capsys):
+    for argv in (["sample", "run", "--seed", "18446744073709551616"], ["train", "dcgan", "--seed", "9" * 23]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        assert "a seed is an integer between -2**62 and 2**62" in capsys.readouterr().err
+
+
+def test_eval_with_too_few_samples_names_the_smallest_n(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "gan",
+                "--data",
+                "ring8",
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+                "--no-progress",
+                *sets("gan"),
+            ]
+        )
+        == 0
+    )
+    for n, metrics, least in (("0", "fid", 2), ("-1", "kid", 2), ("5", "pr", 6)):
+        assert main(["eval", str(out), "--n", n, "--metrics", metrics]) == 2
+        assert f"too few samples for {metrics}; use --n {least} or more" in capsys.readouterr().err
+
+
+def test_interrupt_outside_training_does_not_claim_a_checkpoint(monkeypatch, capsys):
+    import ganforge.cli as cli
+
+    def stop(a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_models", stop)
+    assert main(["models"]) == 130
+    err = capsys.readouterr().err
+    assert "nothing new was saved" in err and "checkpoint was saved" not in err
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"model": ' + "9" * 5000 + "}"])
+def test_config_json_the_parser_itself_rejects_is_a_one_line_error(tmp_path, capsys, text):
+    (tmp_path / "config.json").write_text(text)  # RecursionError / int-digits ValueError inside json
+    assert main(["sample", str(tmp_path)]) == 2
+    assert "config.json is not valid JSON" in capsys.readouterr().err

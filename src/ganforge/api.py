@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .config import CliText, value_for
+from .config import CliText, check_seed, value_for
 from .errors import CheckpointError, ConfigError
 from .models import MODELS, Recipe
 from .techniques import build_recipe
@@ -27,8 +27,8 @@ def _read_config(run_dir: Path) -> RunConfig:
         )
     try:
         raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); the run folder is damaged") from e
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, 4300+ digit ints
+        raise CheckpointError(f"{path} is not valid JSON ({str(e)[:80]}); the run folder is damaged") from e
     return RunConfig.from_dict(raw)
 
 
@@ -190,7 +190,7 @@ class LoadedModel:
             raise ConfigError(f"n must be >= 1, got {n}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        gen = torch.Generator().manual_seed(check_seed(seed)) if seed is not None else None
         y = None
         if labels is not None:
             k = self.spec.num_classes
@@ -232,7 +232,7 @@ def load(
             )
         try:
             step = int(json.loads(best.read_text())["step"])
-        except (ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise CheckpointError(f"{best} is malformed ({e})") from e
         checkpoint = ckpt.checkpoint_paths(run_dir / "checkpoints", step)[1]
     json_path = Path(checkpoint) if checkpoint else ckpt.latest_checkpoint(run_dir / "checkpoints")

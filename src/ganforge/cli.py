@@ -10,7 +10,8 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .errors import ConfigError, GanforgeError
+from .config import check_seed
+from .errors import ConfigError, GanforgeError, TrainingInterrupted
 
 EPILOG = """examples:
   ganforge train dcgan --data mnist5k --preset demo
@@ -19,6 +20,16 @@ EPILOG = """examples:
   ganforge train dcgan --data mnist5k --out runs/x --resume --steps 6000
   ganforge sample runs/demo --n 64 --out grid.png
 """
+
+
+def seed_arg(text: str) -> int:
+    """argparse type for --seed: an integer in the range every seeded stream accepts."""
+    try:
+        return check_seed(int(text))
+    except (ValueError, ConfigError) as e:
+        raise argparse.ArgumentTypeError(
+            f"a seed is an integer between -2**62 and 2**62, got {text!r}"
+        ) from e
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. --set lr_d=1e-4 --set data.resolution=64 (repeatable)",
     )
     t.add_argument("--preset", help="named settings of the model (e.g. dcgan's 'demo')")
-    t.add_argument("--seed", type=int, help="random seed (CPU runs are bitwise reproducible)")
+    t.add_argument("--seed", type=seed_arg, help="random seed (CPU runs are bitwise reproducible)")
     t.add_argument(
         "--resume",
         nargs="?",
@@ -71,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="write a grid of samples from a trained run (no dataset needed)")
     s.add_argument("run", help="run folder")
     s.add_argument("--n", type=int, default=64, help="number of samples")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=seed_arg, default=0)
     s.add_argument(
         "--out",
         help="output PNG, or JSON for vector data (default RUN/samples/sample[_label<K>]_seed<S>.png)",
@@ -83,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     def latent_parser(name: str, help: str, default_name: str = "") -> argparse.ArgumentParser:
         q = sub.add_parser(name, help=help)
         q.add_argument("run", help="run folder")
-        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--seed", type=seed_arg, default=0)
         q.add_argument("--out", help=f"output PNG (default RUN/samples/{default_name or name}_seed<S>.png)")
         q.add_argument("--checkpoint", help="a specific checkpoint JSON (default: latest)")
         q.add_argument("--no-ema", action="store_true", help="use the raw generator, not its moving average")
@@ -141,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", default="all", help="real reference: all (default), train, holdout, half-a, half-b"
     )
     e.add_argument("--checkpoint", help="a checkpoint JSON, or 'best' (default: latest)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=seed_arg, default=0)
     e.add_argument(
         "--inception-weights",
         metavar="FILE",
@@ -154,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--data", default="mnist5k", help="labelled image dataset")
     ct.add_argument("--resolution", type=int, help="image size the GANs you evaluate use (e.g. 32)")
     ct.add_argument("--epochs", type=int, default=20)
-    ct.add_argument("--seed", type=int, default=0)
+    ct.add_argument("--seed", type=seed_arg, default=0)
 
     b = sub.add_parser("bench", help="training and sampling throughput on synthetic data (one JSON line)")
     b.add_argument("model", help="model name")
@@ -475,10 +486,16 @@ def main(argv: list[str] | None = None) -> int:
     except GanforgeError as e:
         print(f"ganforge: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except TrainingInterrupted:
         print(
             "ganforge: interrupted after a whole step; a checkpoint was saved, continue with --resume "
             "(a second Ctrl-C stops at once and resume uses the previous checkpoint)",
+            file=sys.stderr,
+        )
+        return 130
+    except KeyboardInterrupt:  # before training started, in another command, or a second Ctrl-C
+        print(
+            "ganforge: interrupted; files written before it are intact, nothing new was saved",
             file=sys.stderr,
         )
         return 130

@@ -97,6 +97,15 @@ def parse_value(text: str) -> Any:
         return text
 
 
+SEED_LIMIT = 2**62  # seeds are offset for separate streams (fixed noise, eval) and must stay in int64
+
+
+def check_seed(seed: int, key: str = "seed") -> int:
+    if not -SEED_LIMIT < seed < SEED_LIMIT:
+        raise ConfigError(f"{key} must be an integer between -2**62 and 2**62, got {seed}")
+    return seed
+
+
 class CliText(str):
     """A ``--set`` value as typed; turned into a value by ``value_for`` once its key's type is known."""
 

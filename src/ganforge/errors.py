@@ -24,3 +24,7 @@ class CheckpointError(GanforgeError):
 
 class DivergenceError(GanforgeError):
     """Training produced NaN or Inf; the message names the step and the losses."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after a whole step, and that step's checkpoint was written."""

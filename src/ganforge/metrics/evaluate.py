@@ -40,6 +40,9 @@ HIGHER_IS_BETTER = {
 Sampler = Callable[[int, int], torch.Tensor]  # (n, seed) -> samples on the CPU
 
 
+MIN_SAMPLES = {"fid": 2, "kid": 2, "is": 10, "pr": 6}
+
+
 def parse_metrics(text: str | list[str]) -> list[str]:
     names = [m.strip() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
     bad = [m for m in names if m not in METRIC_NAMES]
@@ -107,6 +110,14 @@ def evaluate(
     """Compute the requested metrics for a generator given as ``sample(n, seed)``."""
     out: dict[str, Any] = {}
     feature_metrics = [m for m in metrics if m != "modes"]
+    # The fewest generated samples each metric is defined for: a covariance / an unbiased MMD need 2,
+    # IS its 10 splits, density/coverage more than their k = 5 neighbours.
+    for m in feature_metrics:
+        least = MIN_SAMPLES[m]
+        if n < least:
+            raise ConfigError(
+                f"--n {n} is too few samples for {m}; use --n {least} or more (5000 is the standard)"
+            )
     if "modes" in metrics:
         out.update(_modes(sample, data, spec, seed))
     if not feature_metrics:

@@ -21,6 +21,7 @@ from typing import Literal
 
 import torch
 
+from ..config import check_seed
 from ..errors import ConfigError
 
 Mode = Literal["slerp", "lerp"]
@@ -170,6 +171,8 @@ def parse_concept(text: str) -> tuple[str, list[int]]:
         values = []
     if kind not in ("label", "seeds") or not values or (kind == "label" and len(values) != 1):
         raise ConfigError(f"cannot read {text!r}: give label:K (one class) or seeds:S1,S2,... (sample seeds)")
+    for v in values if kind == "seeds" else []:
+        check_seed(v, f"seed {v} in {text!r}: a seed")
     return kind, values
 
 

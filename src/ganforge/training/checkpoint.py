@@ -222,8 +222,8 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
 def read_record(json_path: Path) -> dict[str, Any]:
     try:
         record = json.loads(json_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{json_path}: not a readable checkpoint record ({e})") from e
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, 4300+ digit ints
+        raise CheckpointError(f"{json_path}: not a readable checkpoint record ({str(e)[:80]})") from e
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"{json_path}: not a ganforge checkpoint record (format field missing)")
     # type() is not isinstance(): JSON true/false are Python bools, which are ints.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .. import __version__
-from ..config import CliText, fields_of, from_dict, require, to_dict, value_for
+from ..config import CliText, check_seed, fields_of, from_dict, require, to_dict, value_for
 from ..data.base import DataConfig, DataSpec
 from ..errors import ConfigError
 from ..models import MODELS
@@ -115,6 +115,7 @@ class TrainConfig:
     compile_backend: str = "inductor"
 
     def validate(self) -> None:
+        check_seed(self.seed, "config key 'train.seed'")
         require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
         require(self.steps is None or self.steps >= 0, "train.steps", f"must be >= 0, got {self.steps}")
         require(

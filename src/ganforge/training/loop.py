@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..data import InMemoryDataset, load_dataset
-from ..errors import CheckpointError, ConfigError, DivergenceError, GanforgeError
+from ..errors import CheckpointError, ConfigError, DivergenceError, GanforgeError, TrainingInterrupted
 from ..models import MODELS, Recipe
 from ..models.base import fused_optimizers
 from ..techniques import build_recipe, needs_double_backward
@@ -238,7 +238,7 @@ class Training:
             raise self.io_error(e) from e
         self.dist.barrier()  # rank 0 has written the run folder before any process returns
         if stopped_by == "interrupt":
-            raise KeyboardInterrupt
+            raise TrainingInterrupted
         return summary
 
     def io_error(self, e: OSError) -> GanforgeError:
