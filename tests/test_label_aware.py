@@ -238,6 +238,17 @@ def test_sgan_labelled_subset_is_balanced_and_classify_works(tmp_path_factory, c
     Image.new("L", (28, 28), 0).save(png)  # any size: the command resizes to the run's 16x16
     assert main(["classify", str(run), str(png)]) == 0
     assert str(png) in capsys.readouterr().out
+    # A 67-byte PNG that declares 100000 x 100000 pixels is refused from its header, as by the loaders.
+    import struct
+    import zlib
+
+    raw = bytearray(png.read_bytes())
+    raw[16:24] = struct.pack(">II", 100_000, 100_000)
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
+    (run / "bomb.png").write_bytes(bytes(raw))
+    assert main(["classify", str(run), str(run / "bomb.png")]) == 2
+    err = capsys.readouterr().err
+    assert "bomb.png: refused as a decompression bomb" in err and err.count("\n") == 1
 
 
 # --- latent tools ------------------------------------------------------------------------------

@@ -353,9 +353,8 @@ def cmd_arithmetic(a: argparse.Namespace) -> int:
 def cmd_classify(a: argparse.Namespace) -> int:
     import torch
     import torch.nn.functional as F
-    from PIL import Image, UnidentifiedImageError
 
-    from .data.images import to_array
+    from .data.images import ImageReadError, open_image_safely, to_array
     from .errors import DataError
     from .models.sgan import load_classifier
 
@@ -364,10 +363,11 @@ def cmd_classify(a: argparse.Namespace) -> int:
     xs = []
     for path in a.images:
         try:
-            with Image.open(path) as im:
-                arr = to_array(im, c)  # the channel handling of the data loaders (alpha over white)
-        except (OSError, UnidentifiedImageError) as e:
-            raise DataError(f"cannot read image {path}: {e}") from e
+            # The folder loader's safeguards: allowed decoders only, a pixel limit read from the header.
+            im = open_image_safely(path)
+        except ImageReadError as e:
+            raise DataError(f"cannot read image {path}: {e.reason}") from e
+        arr = to_array(im, c)  # the channel handling of the data loaders (alpha over white)
         x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float()[None]
         x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
         xs.append(x[0] / 127.5 - 1)  # the data's [-1, 1] range
