@@ -256,3 +256,9 @@ def test_config_json_the_parser_itself_rejects_is_a_one_line_error(tmp_path, cap
     (tmp_path / "config.json").write_text(text)  # RecursionError / int-digits ValueError inside json
     assert main(["sample", str(tmp_path)]) == 2
     assert "config.json is not valid JSON" in capsys.readouterr().err
+
+
+def test_a_bare_folder_path_as_data_points_to_folder_prefix(tmp_path, capsys):
+    (tmp_path / "imgs").mkdir()
+    assert main(["train", "dcgan", "--data", str(tmp_path / "imgs"), "--dry-run"]) == 2
+    assert f"use --data folder:{tmp_path / 'imgs'}" in capsys.readouterr().err

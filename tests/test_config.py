@@ -98,3 +98,26 @@ def test_set_values_are_read_for_their_key_type():
         build_config("dcgan", "mnist5k", overrides=parse_sets(["ngf=abc"]))
     with pytest.raises(ConfigError, match="model.d_norm"):
         build_config("wgan-gp", "ring8", overrides=parse_sets(["d_norm=batch,none"]))
+
+
+def test_best_metric_is_checked_before_training():
+    with pytest.raises(
+        ConfigError,
+        match=r"'train.best_metric' = 'foo' is not a result of eval_metrics='fid'; choose one of fid",
+    ):
+        build_config("dcgan", "mnist5k", overrides=[("best_metric", "foo")])
+    cfg = build_config("dcgan", "mnist5k", overrides=[("eval_metrics", "fid,pr"), ("best_metric", "recall")])
+    assert cfg.train.best_key == "recall"
+
+
+def test_lowercase_nan_and_inf_reach_the_range_checks():
+    for item, match in [
+        ("lr_g=nan", "'model.lr_g' must be > 0 and finite, got nan"),
+        ("ema_rampup=inf", "'train.ema_rampup' must be finite and > 0"),
+        ("ema_kimg=-inf", "'train.ema_kimg' must be finite and > 0"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            build_config("dcgan", "mnist5k", overrides=parse_sets([item]))
+    assert (
+        build_config("dcgan", "mnist5k", overrides=parse_sets(["ema_rampup=none"])).train.ema_rampup is None
+    )

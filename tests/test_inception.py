@@ -322,3 +322,14 @@ def test_converted_file_records_its_source(tmp_path, random_state):
     with safe_open(str(out), framework="pt") as f:
         assert f.metadata()["source"] == "w.pth"
     assert set(load_file(str(out))) == set(random_state)
+
+
+def test_weights_path_that_is_a_folder_says_to_name_the_file(tmp_path, monkeypatch):
+    from ganforge.errors import CheckpointError
+    from ganforge.metrics.inception import resolve_weights_path
+
+    monkeypatch.setenv("GANFORGE_INCEPTION", str(tmp_path))
+    with pytest.raises(
+        CheckpointError, match=r"is a folder; point it at the weights file itself, e\.g\. .*pt_inception"
+    ):
+        resolve_weights_path()

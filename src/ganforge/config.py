@@ -86,6 +86,8 @@ def parse_value(text: str) -> Any:
         return low.lower() == "true"
     if low.lower() in ("none", "null"):
         return None
+    if low.lower() in ("nan", "inf", "+inf", "-inf", "infinity", "-infinity"):
+        return float(low)  # JSON spells only NaN/Infinity; the range checks then name the key
     try:
         return json.loads(low)
     except (ValueError, RecursionError):

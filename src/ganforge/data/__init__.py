@@ -7,6 +7,7 @@ e.g. ``folder:/path/to/images``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from ..registry import Registry
 from .base import Batch, BatchSampler, DataConfig, DataSpec, InMemoryDataset
@@ -35,6 +36,8 @@ def check_name(name: str) -> None:
     from ..errors import ConfigError
 
     kind, arg = split_name(name)
+    if kind not in DATASETS and Path(name).expanduser().is_dir():  # a bare path: the user meant a folder
+        raise ConfigError(f"unknown dataset {name!r}; for a folder of images use --data folder:{name}")
     src = DATASETS.get(kind)
     takes = getattr(src, "takes_arg", False)
     if takes and not arg:

@@ -40,6 +40,14 @@ HIGHER_IS_BETTER = {
 Sampler = Callable[[int, int], torch.Tensor]  # (n, seed) -> samples on the CPU
 
 
+# The result keys each metric produces (what train.best_metric may name).
+RESULT_KEYS = {
+    "fid": ("fid",),
+    "kid": ("kid", "kid_std"),
+    "is": ("is", "is_std"),
+    "pr": ("precision", "recall", "density", "coverage"),
+    "modes": ("modes_covered", "high_quality_fraction", "kl"),
+}
 MIN_SAMPLES = {"fid": 2, "kid": 2, "is": 10, "pr": 6}
 
 

@@ -407,6 +407,11 @@ def resolve_weights_path(path: str | Path | None = None) -> Path:
     for given, origin in ((path, "given path"), (os.environ.get(ENV_VAR) or None, f"${ENV_VAR}")):
         if given is not None:
             p = Path(given).expanduser()
+            if p.is_dir():
+                raise CheckpointError(
+                    f"{p} ({origin}) is a folder; point it at the weights file itself, "
+                    f"e.g. {p / FID_WEIGHTS_URL.rsplit('/', 1)[-1]}"
+                )
             if not p.is_file():
                 raise CheckpointError(
                     f"{p} ({origin}): no such FID Inception weights file; download {FID_WEIGHTS_URL} there"

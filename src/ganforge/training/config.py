@@ -129,7 +129,14 @@ class TrainConfig:
             f"must be finite and > 0, got {self.minutes}",
         )
         require(self.threads is None or self.threads >= 1, "train.threads", "must be >= 1")
-        require(self.ema_kimg > 0, "train.ema_kimg", f"must be > 0, got {self.ema_kimg}")
+        require(
+            0 < self.ema_kimg < math.inf, "train.ema_kimg", f"must be finite and > 0, got {self.ema_kimg}"
+        )
+        require(
+            self.ema_rampup is None or 0 < self.ema_rampup < math.inf,
+            "train.ema_rampup",
+            f"must be finite and > 0 (or none to turn the ramp-up off), got {self.ema_rampup}",
+        )
         require(self.log_every >= 1, "train.log_every", f"must be >= 1, got {self.log_every}")
         require(self.sample_every >= 0, "train.sample_every", "must be >= 0")
         require(self.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0")
@@ -150,9 +157,17 @@ class TrainConfig:
             f"= {self.lr_decay!r} needs a step budget to decay towards and this run has only --minutes; "
             f"give --steps or --kimg, or --set lr_decay=none",
         )
-        from ..metrics.evaluate import parse_metrics
+        from ..metrics.evaluate import RESULT_KEYS, parse_metrics
 
-        parse_metrics(self.eval_metrics)
+        metrics = parse_metrics(self.eval_metrics)
+        # Checked now, not at the first evaluation hours into the run.
+        keys = [k for m in metrics for k in RESULT_KEYS[m]]
+        require(
+            self.best_metric is None or self.best_metric in keys,
+            "train.best_metric",
+            f"= {self.best_metric!r} is not a result of eval_metrics={self.eval_metrics!r}; choose one of "
+            f"{', '.join(keys)}",
+        )
 
     @property
     def best_key(self) -> str:
