@@ -262,3 +262,28 @@ def test_a_bare_folder_path_as_data_points_to_folder_prefix(tmp_path, capsys):
     (tmp_path / "imgs").mkdir()
     assert main(["train", "dcgan", "--data", str(tmp_path / "imgs"), "--dry-run"]) == 2
     assert f"use --data folder:{tmp_path / 'imgs'}" in capsys.readouterr().err
+
+
+def test_host_out_of_memory_is_a_one_line_error(monkeypatch, capsys):
+    import ganforge.cli as cli
+
+    def huge(a):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: you tried to allocate 400000000000 bytes."
+        )
+
+    monkeypatch.setattr(cli, "cmd_models", huge)
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("ganforge: error: out of memory")
+        and "lower train.batch_size" in err
+        and err.count("\n") == 1
+    )
+
+    def bug(a):
+        raise RuntimeError("shape mismatch")  # not memory: a bug keeps its traceback
+
+    monkeypatch.setattr(cli, "cmd_models", bug)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        main(["models"])

@@ -486,6 +486,18 @@ def main(argv: list[str] | None = None) -> int:
     except GanforgeError as e:
         print(f"ganforge: error: {e}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as e:
+        # Host memory exhausted (a huge z_dim, batch or resolution): the allocator's RuntimeError is
+        # the only signal on the CPU. Anything else is a bug and keeps its traceback.
+        if isinstance(e, RuntimeError) and "can't allocate memory" not in str(e):
+            raise
+        what = str(e).splitlines()[0][:160] if str(e) else "MemoryError"
+        print(
+            f"ganforge: error: out of memory ({what}); lower train.batch_size, the model's size "
+            f"(z_dim, ngf/ndf, g_hidden/d_hidden) or data.resolution",
+            file=sys.stderr,
+        )
+        return 2
     except TrainingInterrupted:
         print(
             "ganforge: interrupted after a whole step; a checkpoint was saved, continue with --resume "
