@@ -39,7 +39,7 @@ def perfect_sampler(name: str):
 def test_perfect_sampler_on_grid25_covers_all_modes_with_98_9_percent_quality():
     sample, spec = perfect_sampler("grid25")
     r = evaluate(sample, DataConfig(name="grid25"), spec, ["modes"])
-    assert r["modes_covered"] == 25 and r["n"] == 2500
+    assert r["modes_covered"] == 25 and r["modes_n"] == 2500
     assert abs(r["high_quality_fraction"] - (1 - math.exp(-4.5))) < 0.006  # 98.9% for a 2-D Gaussian
 
 
@@ -139,7 +139,7 @@ def test_eval_during_training_keeps_best_and_eval_cli(tmp_path, tiny_overrides, 
     assert ganforge.load(run, checkpoint="best").step == best["step"]
     assert (run / "plots" / "metrics.png").is_file()
 
-    assert main(["eval", str(run), "--metrics", "fid,kid,pr", "--n", "100"]) == 0
+    assert main(["eval", str(run), "--metrics", "fid,kid,pr", "--n", "64"]) == 0  # training's eval_n
     out = json.loads(capsys.readouterr().out.splitlines()[-2])
     assert {"fid", "kid", "precision", "recall", "density", "coverage"} <= out.keys()
     saved = json.loads((run / "eval" / "step_00000006.json").read_text())
@@ -153,13 +153,20 @@ def test_modes_metric_on_a_trained_toy_run(tmp_path, tiny_overrides, capsys):
     run = ganforge.train("gan", "ring8", out=tmp_path / "r", steps=3, overrides=over, progress=False)
     assert main(["eval", str(run), "--metrics", "modes"]) == 0
     r = json.loads(capsys.readouterr().out.splitlines()[-2])
-    assert 0 <= r["modes_covered"] <= 8 and 0 <= r["high_quality_fraction"] <= 1 and r["n"] == 2500
+    assert 0 <= r["modes_covered"] <= 8 and 0 <= r["high_quality_fraction"] <= 1 and r["modes_n"] == 2500
     assert main(["eval", str(run), "--metrics", "is"]) == 2  # no class probabilities for 2-D points
     assert np.isfinite(r["modes_covered"])
     # With no --metrics, 2-D points get every metric that applies to them (no IS), not an error.
     assert main(["eval", str(run), "--n", "200"]) == 0
     r = json.loads(capsys.readouterr().out.splitlines()[-2])
     assert {"fid", "kid", "precision", "coverage", "modes_covered"} <= r.keys() and "is" not in r
+    # Results measured another way (here another --n) go to their own file; the first stays as it was.
+    first = (run / "eval" / "step_00000003.json").read_text()
+    assert json.loads(first)["n"] == 200 and json.loads(first)["modes_n"] == 2500
+    assert main(["eval", str(run), "--n", "100", "--metrics", "fid"]) == 0
+    assert (run / "eval" / "step_00000003.json").read_text() == first
+    other = json.loads((run / "eval" / "step_00000003-identity-all-n100.json").read_text())
+    assert other["n"] == 100 and "modes_covered" not in other
 
 
 def test_evaluating_during_training_leaves_the_random_stream_alone(tmp_path):

@@ -127,7 +127,9 @@ def evaluate(
                 f"--n {n} is too few samples for {m}; use --n {least} or more (5000 is the standard)"
             )
     if "modes" in metrics:
-        out.update(_modes(sample, data, spec, seed))
+        modes = _modes(sample, data, spec, seed)
+        modes["modes_n"] = modes.pop("n")  # the protocol's own sample count, not --n
+        out.update(modes)
     if not feature_metrics:
         return out
     ext = get_extractor(extractor, data, spec, weights=weights)
@@ -194,12 +196,25 @@ def generator_sampler(
     return sample
 
 
+def _read_result(path: Path) -> dict[str, Any]:
+    try:
+        old = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError, RecursionError):
+        return {}  # a damaged earlier result is replaced, not merged
+    return old if isinstance(old, dict) else {}
+
+
 def write_result(run_dir: Path, step: int, kimg: float, result: dict[str, Any]) -> Path:
     """eval/step_<N>.json in the run folder, and a metrics.jsonl line with the scalar results."""
     from ..training.checkpoint import write_json_atomic
 
     path = run_dir / "eval" / f"step_{step:08d}.json"
-    previous = json.loads(path.read_text()) if path.is_file() else {}
+    previous = _read_result(path)
+    # One file holds results measured one way: another --n, extractor or split goes to its own file,
+    # so a number is never shown beside settings it was not measured with.
+    if any(k in previous and k in result and previous[k] != result[k] for k in ("n", "extractor", "split")):
+        path = path.with_name(f"{path.stem}-{result['extractor']}-{result['split']}-n{result['n']}.json")
+        previous = _read_result(path)
     merged = {**previous, **result, "step": step, "kimg": kimg}
     write_json_atomic(path, merged)
     row = {
