@@ -77,25 +77,16 @@ def test_train_then_sample_end_to_end(tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["steps"] == 6
 
 
-def test_vector_samples_are_json_and_a_png_name_is_refused(tmp_path, capsys):
+def ring_run(tmp_path):
+    """A 2-step gan run on ring8 (2-D points) made through the CLI."""
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "gan",
-                "--data",
-                "ring8",
-                "--steps",
-                "2",
-                "--out",
-                str(out),
-                "--no-progress",
-                *sets("gan"),
-            ]
-        )
-        == 0
-    )
+    argv = ["train", "gan", "--data", "ring8", "--steps", "2", "--out", str(out), "--no-progress"]
+    assert main([*argv, *sets("gan")]) == 0
+    return out
+
+
+def test_vector_samples_are_json_and_a_png_name_is_refused(tmp_path, capsys):
+    out = ring_run(tmp_path)
     assert main(["sample", str(out), "--n", "5", "--out", str(tmp_path / "pts.png")]) == 2
     assert "use --out " + str(tmp_path / "pts.json") in capsys.readouterr().err
     assert not (tmp_path / "pts.png").exists()
@@ -104,24 +95,7 @@ def test_vector_samples_are_json_and_a_png_name_is_refused(tmp_path, capsys):
 
 
 def test_output_files_never_replace_run_files_or_folders(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "gan",
-                "--data",
-                "ring8",
-                "--steps",
-                "2",
-                "--out",
-                str(out),
-                "--no-progress",
-                *sets("gan"),
-            ]
-        )
-        == 0
-    )
+    out = ring_run(tmp_path)
     saved = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     record = next((out / "checkpoints").glob("step_*.json"))
     for target, message in [
@@ -216,24 +190,7 @@ def test_seeds_out_of_range_are_usage_errors(capsys):
 
 
 def test_eval_with_too_few_samples_names_the_smallest_n(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "gan",
-                "--data",
-                "ring8",
-                "--steps",
-                "2",
-                "--out",
-                str(out),
-                "--no-progress",
-                *sets("gan"),
-            ]
-        )
-        == 0
-    )
+    out = ring_run(tmp_path)
     for n, metrics, least in (("0", "fid", 2), ("-1", "kid", 2), ("5", "pr", 6)):
         assert main(["eval", str(out), "--n", n, "--metrics", metrics]) == 2
         assert f"too few samples for {metrics}; use --n {least} or more" in capsys.readouterr().err
