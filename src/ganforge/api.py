@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -9,12 +10,12 @@ from typing import Any
 
 import torch
 
-from .config import CliText, check_seed, value_for
+from .config import check_seed
 from .errors import CheckpointError, ConfigError
 from .models import MODELS, Recipe
 from .techniques import build_recipe
 from .training import checkpoint as ckpt
-from .training.config import SECTIONS, RunConfig, build_config, resolve_key, section_schemas
+from .training.config import SECTIONS, RunConfig, build_config, resolve_override
 from .training.loop import truncate_metrics
 from .training.memory import keep_freed_memory
 
@@ -27,7 +28,7 @@ def _read_config(run_dir: Path) -> RunConfig:
         )
     try:
         raw = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, 4300+ digit ints
+    except ckpt.JSON_READ_ERRORS as e:
         raise CheckpointError(f"{path} is not valid JSON ({str(e)[:80]}); the run folder is damaged") from e
     return RunConfig.from_dict(raw)
 
@@ -58,8 +59,8 @@ def train(
     none yet, so one command can be restarted until the run is done.
     """
     from .training import distributed
-    from .training.loop import Training, choose_out_dir, claim_out_dir
-    from .training.runfolder import RunLock, check_out_path
+    from .training.loop import Training
+    from .training.runfolder import RunLock, check_out_path, choose_out_dir, claim_out_dir
 
     items = list(overrides.items()) if isinstance(overrides, dict) else list(overrides or [])
     flags = {"steps": steps, "kimg": kimg, "minutes": minutes, "seed": seed}
@@ -67,60 +68,55 @@ def train(
 
     if resume and out is None:
         raise ConfigError("--resume needs --out RUN_DIR, the run folder to continue")
-    lock: RunLock | None = None
-    if resume and (resume != "auto" or (Path(out) / "config.json").is_file()):
-        run_dir = Path(out)
-        cfg = _read_config(run_dir)
-        if cfg.model_name != model:
-            raise ConfigError(f"{run_dir} is a {cfg.model_name} run, not {model}; resume with the same model")
-        if cfg.data.name != data:
-            raise ConfigError(
-                f"{run_dir} was trained on {cfg.data.name!r}, not {data!r}; resume with the same data"
-            )
-        _apply_resume_overrides(cfg, model, preset, items)
-        if dry_run:
-            return cfg
-        if distributed.is_main_process():
-            lock = RunLock(run_dir).acquire()  # before reading checkpoints another process may be writing
-        try:
-            last = ckpt.resume_point(run_dir / "checkpoints", quarantine=distributed.is_main_process())
-            training = Training(cfg, run_dir)
-        except BaseException:
-            if lock is not None:
-                lock.release()
-            raise
-        if last is not None:
-            training.restore(last)
-        elif resume == "auto":
-            truncate_metrics(run_dir / "metrics.jsonl", 0)  # starting over: old lines would repeat steps
-        else:
-            if lock is not None:
-                lock.release()
-            raise CheckpointError(
-                f"{run_dir} has no complete checkpoint to resume from; start a new run instead"
-            )
-    else:
-        cfg = build_config(model, data, preset, items, command=command or " ".join(sys.argv))
-        if dry_run:
-            return cfg
-        if resume == "auto":  # nothing to resume yet: start the run in exactly this folder
+    # Locks taken below are released on every way out: return, error or Ctrl-C.
+    with contextlib.ExitStack() as held:
+        if resume and (resume != "auto" or (Path(out) / "config.json").is_file()):
             run_dir = Path(out)
-            check_out_path(run_dir)
-            if run_dir.exists() and any(not p.name.startswith(".") for p in run_dir.iterdir()):
-                raise ConfigError(f"{run_dir} is not empty and holds no ganforge run; choose another --out")
+            cfg = _read_config(run_dir)
+            if cfg.model_name != model:
+                raise ConfigError(
+                    f"{run_dir} is a {cfg.model_name} run, not {model}; resume with the same model"
+                )
+            if cfg.data.name != data:
+                raise ConfigError(
+                    f"{run_dir} was trained on {cfg.data.name!r}, not {data!r}; resume with the same data"
+                )
+            _apply_resume_overrides(cfg, model, preset, items)
+            if dry_run:
+                return cfg
+            main = distributed.is_main_process()
+            if main:  # before reading checkpoints another process may be writing
+                held.enter_context(RunLock(run_dir))
+            last = ckpt.resume_point(run_dir / "checkpoints", quarantine=main)
             training = Training(cfg, run_dir)
-            lock = claim_out_dir(run_dir, overwrite=False)
+            if last is not None:
+                training.restore(last)
+            elif resume == "auto":
+                truncate_metrics(run_dir / "metrics.jsonl", 0)  # starting over: old lines would repeat steps
+            else:
+                raise CheckpointError(
+                    f"{run_dir} has no complete checkpoint to resume from; start a new run instead"
+                )
         else:
-            run_dir = choose_out_dir(Path(out or f"runs/{model}-{data.split(':')[0]}"), overwrite)
-            training = Training(cfg, run_dir)
-            lock = claim_out_dir(run_dir, overwrite)
-    try:
+            cfg = build_config(model, data, preset, items, command=command or " ".join(sys.argv))
+            if dry_run:
+                return cfg
+            if resume == "auto":  # nothing to resume yet: start the run in exactly this folder
+                run_dir = Path(out)
+                check_out_path(run_dir)
+                if run_dir.exists() and any(not p.name.startswith(".") for p in run_dir.iterdir()):
+                    raise ConfigError(
+                        f"{run_dir} is not empty and holds no ganforge run; choose another --out"
+                    )
+                training = Training(cfg, run_dir)
+                held.enter_context(claim_out_dir(run_dir, overwrite=False) or contextlib.nullcontext())
+            else:
+                run_dir = choose_out_dir(Path(out or f"runs/{model}-{data.split(':')[0]}"), overwrite)
+                training = Training(cfg, run_dir)
+                held.enter_context(claim_out_dir(run_dir, overwrite) or contextlib.nullcontext())
         if training.dist.main:  # under torchrun, rank 0 alone writes the run folder
             ckpt.write_json_atomic(run_dir / "config.json", cfg.to_dict())
         training.run(progress=progress)
-    finally:
-        if lock is not None:
-            lock.release()
     return run_dir
 
 
@@ -140,11 +136,8 @@ def _apply_resume_overrides(
         explicit += list(presets[preset].items())
     explicit += items
     changes: dict[str, Any] = {}
-    schemas = section_schemas(model)
     for key, value in explicit:
-        section, name = resolve_key(model, key)
-        if isinstance(value, CliText):  # a --set value, read for its key's type as build_config does
-            value = value_for(value, schemas[section][name], f"{section}.{name}")
+        section, name, value = resolve_override(model, key, value)
         if section == "train":
             changes[name] = value
             continue

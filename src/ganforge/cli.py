@@ -26,7 +26,7 @@ def seed_arg(text: str) -> int:
     """argparse type for --seed: an integer in the range every seeded stream accepts."""
     try:
         return check_seed(int(text))
-    except (ValueError, ConfigError) as e:
+    except ValueError as e:  # not an integer, or ConfigError (a ValueError) from the range check
         raise argparse.ArgumentTypeError(
             f"a seed is an integer between -2**62 and 2**62, got {text!r}"
         ) from e

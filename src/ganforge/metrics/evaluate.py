@@ -197,9 +197,11 @@ def generator_sampler(
 
 
 def _read_result(path: Path) -> dict[str, Any]:
+    from ..training.checkpoint import JSON_READ_ERRORS
+
     try:
         old = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError, RecursionError):
+    except JSON_READ_ERRORS:
         return {}  # a damaged earlier result is replaced, not merged
     return old if isinstance(old, dict) else {}
 

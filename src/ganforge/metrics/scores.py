@@ -242,8 +242,8 @@ def kid(
 
     Bińkowski et al. 2018, Sec. 4: kernel ``k(x, y) = (gamma x.y + coef0)^degree`` with gamma = 1/D by
     default (the paper's cubic kernel ``(x.y / d + 1)^3``). Each of ``subsets`` rounds draws
-    ``subset_size`` rows (default ``min(1000, len(a), len(b))``) *without replacement* from each set (a ``numpy`` Generator seeded with
-    ``seed``, so the result is reproducible) and computes the unbiased estimator. ``std`` is the
+    ``subset_size`` rows (default ``min(1000, len(a), len(b))``) *without replacement* from each set
+    (a ``numpy`` Generator seeded with ``seed``, so the result is reproducible) and computes the unbiased estimator. ``std`` is the
     population std over rounds (``np.std``, as in the authors' code and torchmetrics). Unlike FID the
     estimator is unbiased, so small or even slightly negative values are expected for matching sets.
     """

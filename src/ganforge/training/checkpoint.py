@@ -219,10 +219,15 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+# What reading a JSON file can raise: OSError, ValueError (bad JSON, bad UTF-8, ints over 4300 digits)
+# and RecursionError (thousands of nested brackets).
+JSON_READ_ERRORS = (OSError, ValueError, RecursionError)
+
+
 def read_record(json_path: Path) -> dict[str, Any]:
     try:
         record = json.loads(json_path.read_text())
-    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, 4300+ digit ints
+    except JSON_READ_ERRORS as e:
         raise CheckpointError(f"{json_path}: not a readable checkpoint record ({str(e)[:80]})") from e
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"{json_path}: not a ganforge checkpoint record (format field missing)")

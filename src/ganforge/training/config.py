@@ -292,6 +292,15 @@ def resolve_key(model_name: str, key: str) -> tuple[str, str]:
     )
 
 
+def resolve_override(model_name: str, key: str, value: Any) -> tuple[str, str, Any]:
+    """(section, name, value) for an override: a ``--set`` value (:class:`CliText`) is read for its
+    key's type here, so a new run and a resume read the same text the same way."""
+    section, name = resolve_key(model_name, key)
+    if isinstance(value, CliText):
+        value = value_for(value, section_schemas(model_name)[section][name], f"{section}.{name}")
+    return section, name, value
+
+
 def parse_sets(items: list[str]) -> list[tuple[str, Any]]:
     out = []
     for item in items:
@@ -322,11 +331,8 @@ def build_config(
         for key, value in recipe.presets[preset].items():
             section, name = resolve_key(model_name, key)
             layers[section][name] = value
-    schemas = section_schemas(model_name)
     for key, value in overrides or []:
-        section, name = resolve_key(model_name, key)
-        if isinstance(value, CliText):
-            value = value_for(value, schemas[section][name], f"{section}.{name}")
+        section, name, value = resolve_override(model_name, key, value)
         if (section, name) == ("data", "name"):
             raise ConfigError("choose the dataset with --data NAME, not --set data.name")
         layers[section][name] = value

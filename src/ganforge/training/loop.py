@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import signal
 import sys
 import threading
@@ -33,45 +32,9 @@ from .config import RunConfig
 from .ema import EMA
 from .memory import keep_freed_memory
 from .precision import autocast, make_scaler, resolve_device, resolve_precision
-from .runfolder import RunLock, check_deletable, check_out_path
 from .stats import Stats
 
 FIXED_NOISE_OFFSET = 1_000_003  # fixed sample noise never shares a stream with training noise
-
-
-def choose_out_dir(out: Path, overwrite: bool) -> Path:
-    """Where a new run goes; never an existing run by accident: overwrite only when asked, else number
-    the name. Nothing is created or deleted here (see :func:`claim_out_dir`)."""
-    check_out_path(out)
-    if out.exists() and any(out.iterdir()):
-        if overwrite:
-            check_deletable(out)
-            return out
-        if out.name in ("", ".."):  # `--out .`: number the folder's real name, not ''
-            out = out.resolve()
-        i = 1
-        while (out.parent / f"{out.name}-{i}").exists():
-            i += 1
-        out = out.parent / f"{out.name}-{i}"
-    return out
-
-
-def claim_out_dir(out: Path, overwrite: bool) -> RunLock | None:
-    """Create the run folder and lock it, replacing an old run there only when overwriting was asked for.
-
-    Called once the run is set up (data loaded, networks built), so a setup error leaves nothing
-    behind and never deletes the run that ``--overwrite`` would have replaced. Under torchrun only
-    rank 0 touches the folder (and holds the lock); other ranks get None.
-    """
-    if not distributed.is_main_process():
-        return None
-    if overwrite and out.exists() and any(out.iterdir()):
-        check_deletable(out)  # again: the folder may have changed during setup
-        old = RunLock(out).acquire()  # never delete a run that another process is writing
-        shutil.rmtree(out)
-        old.release()
-    out.mkdir(parents=True, exist_ok=True)
-    return RunLock(out).acquire()
 
 
 class Training:

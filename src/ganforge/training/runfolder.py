@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import IO
 
 from ..errors import ConfigError
+from . import distributed
+from .checkpoint import JSON_READ_ERRORS
 
 try:
     import fcntl
@@ -31,7 +34,7 @@ def is_run_folder(path: Path) -> bool:
     """A folder whose config.json is a ganforge run config (a JSON object with its four sections)."""
     try:
         cfg = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError, RecursionError):
+    except JSON_READ_ERRORS:
         return False
     return isinstance(cfg, dict) and all(isinstance(cfg.get(k), dict) for k in ("model", "data", "train"))
 
@@ -85,7 +88,48 @@ class RunLock:
         self._file = f
         return self
 
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
     def release(self) -> None:
         if self._file is not None:
             self._file.close()  # closing drops the flock; the file stays (deleting it would race)
             self._file = None
+
+
+def choose_out_dir(out: Path, overwrite: bool) -> Path:
+    """Where a new run goes; never an existing run by accident: overwrite only when asked, else number
+    the name. Nothing is created or deleted here (see :func:`claim_out_dir`)."""
+    check_out_path(out)
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            check_deletable(out)
+            return out
+        if out.name in ("", ".."):  # `--out .`: number the folder's real name, not ''
+            out = out.resolve()
+        i = 1
+        while (out.parent / f"{out.name}-{i}").exists():
+            i += 1
+        out = out.parent / f"{out.name}-{i}"
+    return out
+
+
+def claim_out_dir(out: Path, overwrite: bool) -> RunLock | None:
+    """Create the run folder and lock it, replacing an old run there only when overwriting was asked for.
+
+    Called once the run is set up (data loaded, networks built), so a setup error leaves nothing
+    behind and never deletes the run that ``--overwrite`` would have replaced. Under torchrun only
+    rank 0 touches the folder (and holds the lock); other ranks get None.
+    """
+    if not distributed.is_main_process():
+        return None
+    if overwrite and out.exists() and any(out.iterdir()):
+        check_deletable(out)  # again: the folder may have changed during setup
+        old = RunLock(out).acquire()  # never delete a run that another process is writing
+        shutil.rmtree(out)
+        old.release()
+    out.mkdir(parents=True, exist_ok=True)
+    return RunLock(out).acquire()
