@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ganforge
-from ganforge.errors import CheckpointError
+from ganforge.errors import CheckpointError, ConfigError
 from ganforge.training import checkpoint as ckpt
 
 
@@ -90,8 +90,39 @@ def test_loading_a_mismatched_checkpoint_names_the_tensor(tmp_path, tiny_overrid
     cfg = json.loads((run / "config.json").read_text())
     cfg["model"]["ngf"] = 16  # config no longer matches the saved tensors
     (run / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"model\.ngf is '8' in the checkpoint, '16' in config\.json"):
+        ganforge.load(run)
+    # A record without its config (hand-made) is still checked tensor by tensor.
+    rec_path = run / "checkpoints" / "step_00000001.json"
+    record = json.loads(rec_path.read_text())
+    del record["config"]
+    rec_path.write_text(json.dumps(record))
     with pytest.raises(CheckpointError, match=r"tensor G_ema\.net\.0\.weight has shape"):
         ganforge.load(run)
+
+
+def test_a_checkpoint_swapped_in_from_another_run_is_refused(tmp_path, tiny_overrides):
+    data, over = tiny_overrides("dcgan")
+    a = ganforge.train("dcgan", data, out=tmp_path / "a", steps=1, overrides=over, progress=False)
+    b = ganforge.train(
+        "dcgan", data, out=tmp_path / "b", steps=2, overrides=[*over, ("seed", 7)], progress=False
+    )
+    # Same architecture and data, so every tensor fits: only the records tell the runs apart.
+    for suffix in (".json", ".safetensors"):
+        src = b / "checkpoints" / f"step_00000002{suffix}"
+        (a / "checkpoints" / src.name).write_bytes(src.read_bytes())
+    with pytest.raises(CheckpointError, match=r"train\.seed is '7' in the checkpoint, '0' in config\.json"):
+        ganforge.load(a)
+    with pytest.raises(CheckpointError, match="another run"):
+        ganforge.train("dcgan", data, out=a, resume=True, steps=3, progress=False)
+    assert (a / "checkpoints" / "step_00000002.json").is_file()  # refused, not deleted
+
+
+def test_resume_refuses_a_new_seed(tmp_path, tiny_overrides):
+    data, over = tiny_overrides("dcgan")
+    run = ganforge.train("dcgan", data, out=tmp_path / "r", steps=1, overrides=over, progress=False)
+    with pytest.raises(ConfigError, match=r"cannot change train\.seed when resuming"):
+        ganforge.train("dcgan", data, out=run, resume=True, steps=2, seed=5, progress=False)
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):

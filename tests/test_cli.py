@@ -244,3 +244,14 @@ def test_host_out_of_memory_is_a_one_line_error(monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_models", bug)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         main(["models"])
+
+
+def test_errors_and_warnings_stay_one_line_whatever_a_file_is_called(tmp_path, capsys):
+    from ganforge.cli import one_line
+
+    assert one_line("plain é text") == "plain é text"
+    assert one_line("a\nganforge: error: forged\tx\x1b[0m") == "a\\nganforge: error: forged\\tx\\x1b[0m"
+    missing = tmp_path / "two\nlines"
+    assert main(["train", "dcgan", "--data", f"folder:{missing}", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "two\\nlines" in err

@@ -121,3 +121,24 @@ def test_lowercase_nan_and_inf_reach_the_range_checks():
     assert (
         build_config("dcgan", "mnist5k", overrides=parse_sets(["ema_rampup=none"])).train.ema_rampup is None
     )
+
+
+def test_a_device_of_an_unknown_form_is_refused_at_dry_run():
+    with pytest.raises(ConfigError, match=r"'train.device' must be auto, cpu, cuda or cuda:N, got 'tpu'"):
+        build_config("dcgan", "mnist5k", overrides=parse_sets(["device=tpu"]))
+    # The form is checked, not the hardware: a GPU run's config dry-runs on a laptop.
+    for ok in ("auto", "cpu", "cuda", "cuda:3"):
+        assert build_config("dcgan", "mnist5k", overrides=[("device", ok)]).train.device == ok
+
+
+def test_data_root_and_download_are_refused_where_nothing_reads_them():
+    for data in ("mnist5k", "digits", "ring8"):
+        with pytest.raises(
+            ConfigError, match=rf"data.root is only read by .*mnist.*{data!r} does not use it"
+        ):
+            build_config("dcgan", data, overrides=parse_sets(["data.root=/srv/data"]))
+        with pytest.raises(ConfigError, match=r"drop --set data.download"):
+            build_config("dcgan", data, overrides=parse_sets(["data.download=true"]))
+    with pytest.raises(ConfigError, match=r"--data folder:PATH"):
+        build_config("dcgan", "folder:/tmp", overrides=parse_sets(["data.root=/srv/data"]))
+    assert build_config("dcgan", "mnist", overrides=parse_sets(["data.root=/srv"])).data.root == "/srv"

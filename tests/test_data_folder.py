@@ -261,6 +261,24 @@ def test_labels_from_first_level_subfolders(tmp_path: Path) -> None:
     assert flat.y is None and flat.spec.num_classes == 0 and len(flat) == 3
 
 
+def test_a_class_subfolder_without_images_is_named_in_a_warning(tmp_path: Path) -> None:
+    grey(tmp_path / "cat" / "a.png", 2)
+    grey(tmp_path / "dog" / "b.png", 1)
+    (tmp_path / "bird").mkdir()  # empty: would shift cat and dog to 0, 1 without a word
+    (tmp_path / "eel").mkdir()
+    (tmp_path / "eel" / "x.png").write_bytes(b"not a png")  # unreadable: no class either
+    (tmp_path / ".git").mkdir()  # hidden folders are never classes, and no warning names them
+    with pytest.warns(UserWarning) as seen:
+        ds = load_dataset(cfg(tmp_path))
+    assert ds.spec.class_names == ["cat", "dog"]
+    messages = [str(w.message) for w in seen]
+    (empty,) = [m for m in messages if "not classes" in m]
+    assert "2 subfolder(s)" in empty and "'bird'" in empty and "'eel'" in empty and ".git" not in empty
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset(cfg(tmp_path / "cat"))  # a flat folder: nothing to warn about
+
+
 def test_loose_root_images_with_class_folders_raise(tmp_path: Path) -> None:
     grey(tmp_path / "cat" / "a.png", 2)
     grey(tmp_path / "stray.png", 2)

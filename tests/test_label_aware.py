@@ -139,6 +139,9 @@ def test_unlabelled_data_is_refused(model):
     cls = MODELS.get(model)
     with pytest.raises(ConfigError, match="no labels.*mnist5k"):
         cls(cls.Config(), DataSpec("image", (1, 16, 16)))
+    # One class is labels, just not enough of them: the message must not claim there are none.
+    with pytest.raises(ConfigError, match="at least two classes.*the same label"):
+        cls(cls.Config(), DataSpec("image", (1, 16, 16), num_classes=1, class_names=["cat"]))
 
 
 def test_label_out_of_range_fails_clearly(cgan_run, capsys):

@@ -90,6 +90,7 @@ def train(
             last = ckpt.resume_point(run_dir / "checkpoints", quarantine=main)
             training = Training(cfg, run_dir)
             if last is not None:
+                ckpt.check_same_run(ckpt.read_record(last), cfg.to_dict(), last.name)
                 training.restore(last)
             elif resume == "auto":
                 truncate_metrics(run_dir / "metrics.jsonl", 0)  # starting over: old lines would repeat steps
@@ -138,6 +139,11 @@ def _apply_resume_overrides(
     changes: dict[str, Any] = {}
     for key, value in explicit:
         section, name, value = resolve_override(model, key, value)
+        if (section, name) == ("train", "seed") and value != cfg.train.seed:
+            raise ConfigError(
+                f"cannot change train.seed when resuming (saved {cfg.train.seed}, given {value}): the "
+                "checkpoint carries that seed's random state; start a new run for another seed"
+            )
         if section == "train":
             changes[name] = value
             continue
@@ -246,6 +252,7 @@ def load(
     if json_path.suffix == ".safetensors":
         json_path = json_path.with_suffix(".json")
     tensors, record = ckpt.load_checkpoint(json_path)
+    ckpt.check_same_run(record, cfg.to_dict(), json_path.name)
     recipe = build_recipe(cfg.model_name, cfg.model, cfg.spec, cfg.tech)
     prefix = "G_ema" if ema and any(k.startswith("G_ema.") for k in tensors) else "G"
     ckpt.load_module(prefix, recipe.G, tensors, json_path.name)

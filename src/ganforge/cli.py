@@ -459,11 +459,25 @@ def cmd_datasets(a: argparse.Namespace) -> int:
     return 0
 
 
+def one_line(message: object) -> str:
+    """``message`` as one printable line: control characters (a newline in a file name) escaped.
+
+    Errors and warnings are one line each, so scripts can grep them and a hostile file name cannot
+    forge a second ``ganforge: error:`` line.
+    """
+    text = str(message)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     # Warnings (skipped files, rollbacks) are for people: one line each, without Python's source echo.
-    warnings.formatwarning = lambda message, category, *args, **kwargs: f"ganforge: warning: {message}\n"
+    warnings.formatwarning = lambda message, category, *args, **kwargs: (
+        f"ganforge: warning: {one_line(message)}\n"
+    )
     if a.cmd is None:
         parser.print_help()
         return 2
@@ -484,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(a)
     except GanforgeError as e:
-        print(f"ganforge: error: {e}", file=sys.stderr)
+        print(f"ganforge: error: {one_line(e)}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as e:
         # Host memory exhausted (a huge z_dim, batch or resolution): the allocator's RuntimeError is

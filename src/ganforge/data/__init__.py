@@ -16,9 +16,14 @@ Source = Callable[[DataConfig, str | None], InMemoryDataset]
 DATASETS: Registry[Source] = Registry("dataset")
 
 
-def register_dataset(name: str, summary: str, takes_arg: bool = False) -> Callable[[Source], Source]:
+def register_dataset(
+    name: str, summary: str, takes_arg: bool = False, uses_root: bool = False
+) -> Callable[[Source], Source]:
+    """Register a source; ``uses_root``: it reads its files from ``data.root`` (the standard sets)."""
+
     def deco(fn: Source) -> Source:
         fn.takes_arg = takes_arg  # type: ignore[attr-defined]
+        fn.uses_root = uses_root  # type: ignore[attr-defined]
         DATASETS.add(name, fn, summary)
         return fn
 
@@ -46,8 +51,26 @@ def check_name(name: str) -> None:
         raise ConfigError(f"dataset {kind!r} takes no ':' argument; got {name!r}")
 
 
+def check_root(cfg: DataConfig) -> None:
+    """Refuse ``data.root``/``data.download`` for a source that never reads them (no silent no-op)."""
+    from ..errors import ConfigError
+
+    kind, _ = split_name(cfg.name)
+    if getattr(DATASETS.get(kind), "uses_root", False):
+        return
+    for key, given in (("root", cfg.root is not None), ("download", cfg.download)):
+        if given:
+            users = ", ".join(n for n in DATASETS if getattr(DATASETS.get(n), "uses_root", False))
+            where = f" and give the folder as --data {kind}:PATH" if kind in ("folder", "paired") else ""
+            raise ConfigError(
+                f"data.{key} is only read by the file-based datasets ({users}); {cfg.name!r} does not "
+                f"use it, so drop --set data.{key}{where}"
+            )
+
+
 def load_dataset(cfg: DataConfig) -> InMemoryDataset:
     check_name(cfg.name)
+    check_root(cfg)
     kind, arg = split_name(cfg.name)
     ds = DATASETS.get(kind)(cfg, arg)
     if cfg.limit is not None and cfg.limit < len(ds):
@@ -66,6 +89,7 @@ __all__ = [
     "DataSpec",
     "InMemoryDataset",
     "check_name",
+    "check_root",
     "load_dataset",
     "register_dataset",
     "split_name",

@@ -116,9 +116,32 @@ def load_folder(cfg: DataConfig, arg: str | None) -> InMemoryDataset:
         class_names = sorted(set(kept_classes))
         index = {name: k for k, name in enumerate(class_names)}
         labels = np.array([index[c] for c in kept_classes], dtype=np.int64)
+        _warn_empty_classes(root, class_names)
 
     pixels = decoded.pixels.transpose(0, 3, 1, 2)  # NHWC -> NCHW (a view; the float copy follows)
     return images_dataset(pixels, labels, cfg, class_names, f"folder:{arg}")
+
+
+def _warn_empty_classes(root: Path, class_names: list[str]) -> None:
+    """Warn about first-level subfolders that became no class (no readable image in them).
+
+    Silently dropping one would shift every later class index, so a user who expects ``bird`` to
+    be class 0 is told it is not a class at all.
+    """
+    try:
+        subfolders = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    except OSError:
+        return
+    known = set(class_names)
+    empty = [name for name in subfolders if name not in known]
+    if empty:
+        shown = ", ".join(repr(n) for n in empty[:_EXAMPLES])
+        more = f" and {len(empty) - _EXAMPLES} more" if len(empty) > _EXAMPLES else ""
+        warnings.warn(
+            f"{len(empty)} subfolder(s) of {root} hold no readable image and are not classes: "
+            f"{shown}{more}; training uses the other {len(class_names)} class(es)",
+            stacklevel=3,
+        )
 
 
 def _decode(

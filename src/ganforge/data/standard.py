@@ -276,14 +276,18 @@ def _idx_source(cfg: DataConfig, name: str, class_names: list[str]) -> InMemoryD
     return images_dataset(images, labels, cfg, class_names, name)
 
 
-@register_dataset("mnist", "MNIST training set: 60,000 handwritten digits, 28x28 grey, 10 classes (files)")
+@register_dataset(
+    "mnist", "MNIST training set: 60,000 handwritten digits, 28x28 grey, 10 classes (files)", uses_root=True
+)
 def mnist(cfg: DataConfig, arg: str | None = None) -> InMemoryDataset:
     """The 60,000 MNIST training digits from their IDX files."""
     return _idx_source(cfg, "mnist", DIGIT_NAMES)
 
 
 @register_dataset(
-    "fashion-mnist", "Fashion-MNIST training set: 60,000 garments, 28x28 grey, 10 classes (files)"
+    "fashion-mnist",
+    "Fashion-MNIST training set: 60,000 garments, 28x28 grey, 10 classes (files)",
+    uses_root=True,
 )
 def fashion_mnist(cfg: DataConfig, arg: str | None = None) -> InMemoryDataset:
     """The 60,000 Fashion-MNIST training images from their IDX files."""
@@ -565,7 +569,9 @@ def _find_cifar_dir(base: Path) -> tuple[Path | None, list[str]]:
     return None, [b for b in CIFAR_BATCHES if not (best / b).is_file()]
 
 
-@register_dataset("cifar10", "CIFAR-10 training set: 50,000 32x32 colour images, 10 classes (files)")
+@register_dataset(
+    "cifar10", "CIFAR-10 training set: 50,000 32x32 colour images, 10 classes (files)", uses_root=True
+)
 def cifar10(cfg: DataConfig, arg: str | None = None) -> InMemoryDataset:
     """The 50,000 CIFAR-10 training images from the python-version batches."""
     base = data_dir(cfg, "cifar10")

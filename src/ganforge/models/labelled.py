@@ -48,6 +48,11 @@ class EmbeddingConfig(LabelledConfig):
 
 def require_labels(spec: DataSpec, model: str) -> int:
     """K, the number of classes; a ConfigError when the data has fewer than two labelled classes."""
+    if spec.num_classes == 1:
+        raise ConfigError(
+            f"{model} needs at least two classes, but every image in this dataset has the same label; "
+            "add images of other classes, or train an unconditional model such as dcgan"
+        )
     if spec.num_classes < 2:
         raise ConfigError(
             f"{model} needs class labels, but this dataset has no labels (num_classes={spec.num_classes}); "

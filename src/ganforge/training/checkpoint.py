@@ -278,6 +278,46 @@ def load_checkpoint(json_path: str | Path) -> tuple[dict[str, torch.Tensor], dic
     return tensors, record
 
 
+# What must be equal between a checkpoint and the run folder it is loaded from: everything that
+# shapes the networks or the data, plus the seed (the checkpoint carries that seed's RNG stream).
+_SAME_RUN_SECTIONS = ("model", "data", "tech")
+
+
+def _first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any] | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(a.keys() & b.keys()):  # keys one version lacks are not a mismatch
+            found = _first_difference(a[key], b[key], f"{path}.{key}")
+            if found:
+                return found
+        return None
+    return None if a == b else (path, a, b)
+
+
+def check_same_run(record: dict[str, Any], config: dict[str, Any], where: str) -> None:
+    """Refuse a checkpoint that another run wrote (copied or swapped into this run's folder).
+
+    ``config`` is the run's ``config.json`` as a dict. Records without a ``config`` (hand-made) pass.
+    """
+    saved = record.get("config")
+    if not isinstance(saved, dict):
+        return
+    pairs = [(saved.get(s), config.get(s), s) for s in _SAME_RUN_SECTIONS]
+    pairs.append(
+        ((saved.get("train") or {}).get("seed"), (config.get("train") or {}).get("seed"), "train.seed")
+    )
+    for theirs, ours, path in pairs:
+        if theirs is None or ours is None:
+            continue
+        found = _first_difference(theirs, ours, path)
+        if found:
+            key, a, b = found
+            raise CheckpointError(
+                f"{where} does not match this run's config.json ({key} is {str(a)[:60]!r} in the "
+                f"checkpoint, {str(b)[:60]!r} in config.json): it comes from another run or config.json "
+                "was edited; move the checkpoint out of checkpoints/, or restore the run's config.json"
+            )
+
+
 def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
     """The newest committed checkpoint whose tensor file exists (checked by hash when loaded)."""
     for _, json_path in reversed(list_checkpoints(ckpt_dir)):

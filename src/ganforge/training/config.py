@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -127,6 +128,13 @@ class TrainConfig:
             self.minutes is None or 0 < self.minutes < math.inf,
             "train.minutes",
             f"must be finite and > 0, got {self.minutes}",
+        )
+        # The form only: whether a GPU is visible is checked when training starts, so a GPU run's
+        # config can still be dry-run on a laptop.
+        require(
+            re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+            "train.device",
+            f"must be auto, cpu, cuda or cuda:N, got {self.device!r}",
         )
         require(self.threads is None or self.threads >= 1, "train.threads", "must be >= 1")
         require(
@@ -320,7 +328,7 @@ def build_config(
 ) -> RunConfig:
     """Resolve a run's config from defaults, preset and overrides, validating everything up front."""
     recipe = MODELS.get(model_name)
-    from ..data import check_name
+    from ..data import check_name, check_root
 
     check_name(data_name)
     layers: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
@@ -345,6 +353,7 @@ def build_config(
         tech=from_dict(TechConfig, layers["tech"], "tech"),
         command=command,
     )
+    check_root(cfg.data)
     if cfg.train.batch_size % cfg.tech.pack:
         raise ConfigError(
             f"tech.pack={cfg.tech.pack} needs a batch_size divisible by it, got {cfg.train.batch_size}; "
