@@ -104,6 +104,36 @@ def test_domain_classifier_trains_saves_and_refuses_tampering(tmp_path):
         load_classifier("digits", (1, 8, 8))
 
 
+def test_the_cached_classifier_ignores_the_calling_runs_limit():
+    from ganforge.metrics.classifier import get_or_train_classifier
+
+    # The cache key is (dataset, shape): a run with data.limit must not leave a classifier trained on
+    # its subset for every later evaluation to reuse.
+    clf = get_or_train_classifier(DataConfig(name="digits", limit=64, labels=True), (1, 8, 8), log=None)
+    assert clf.info["n_holdout"] == 359  # 20% of all 1,797 digits, not of 64
+
+
+def test_folder_caches_follow_the_folders_contents(tmp_path):
+    from PIL import Image
+
+    from ganforge.data import content_id
+    from ganforge.metrics.classifier import classifier_key
+
+    root = tmp_path / "imgs"
+    for k in range(2):
+        (root / f"c{k}").mkdir(parents=True)
+        Image.new("L", (8, 8), 40 * k).save(root / f"c{k}" / "a.png")
+    name = f"folder:{root}"
+    before, key = content_id(name), classifier_key(name, (1, 8, 8))
+    assert before and content_id(name) == before  # stable while nothing changes
+    Image.new("L", (8, 8), 99).save(root / "c1" / "b.png")  # an image added
+    assert content_id(name) != before and classifier_key(name, (1, 8, 8)) != key
+    after_add = content_id(name)
+    (root / "labels.csv").write_text("path,label\nc0/a.png,x\n")  # labels now from a CSV
+    assert content_id(name) != after_add
+    assert content_id("mnist5k") == "" and classifier_key("mnist5k", (1, 28, 28)) == "mnist5k-1x28x28"
+
+
 def test_inception_extractor_without_weights_says_what_to_download():
     from ganforge.metrics.extractors import get_extractor
 
@@ -194,3 +224,31 @@ def test_evaluating_during_training_leaves_the_random_stream_alone(tmp_path):
     state = torch.get_rng_state()
     assert "fid" in tr.evaluate(None)
     assert torch.equal(state, torch.get_rng_state())
+
+
+@pytest.mark.parametrize(
+    "data, settings, message",
+    [
+        ("ring8", {"eval_metrics": "is"}, "no class probabilities"),
+        ("ring8", {"eval_metrics": "pr", "eval_n": 5}, r"train.eval_n 5 is too few samples for pr"),
+        ("ring8", {"eval_metrics": "modes", "best_metric": "kl"}, r"'kl' is not a result .* on ring8"),
+        ("gauss1d", {"eval_metrics": "modes"}, "needs a dataset with known modes"),
+        ("ring8", {"eval_extractor": "inception"}, "needs image data"),
+    ],
+)
+def test_evaluation_settings_that_cannot_work_stop_the_run_before_step_one(
+    tmp_path, tiny_overrides, data, settings, message
+):
+    # Each of these used to fail at the first evaluation, eval_every steps in, with no checkpoint.
+    _, over = tiny_overrides(
+        "gan", **{f"train.{k}": v for k, v in settings.items()}, **{"train.eval_every": 50}
+    )
+    with pytest.raises(ConfigError, match=message):
+        ganforge.train("gan", data, out=tmp_path / "r", steps=100, overrides=over, progress=False)
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_an_image_run_without_inception_weights_stops_before_step_one(tmp_path, tiny_overrides):
+    data, over = tiny_overrides("dcgan", **{"train.eval_every": 50, "train.eval_extractor": "inception"})
+    with pytest.raises(CheckpointError, match="FID Inception weights"):
+        ganforge.train("dcgan", data, out=tmp_path / "r", steps=100, overrides=over, progress=False)

@@ -333,3 +333,26 @@ def test_weights_path_that_is_a_folder_says_to_name_the_file(tmp_path, monkeypat
         CheckpointError, match=r"is a folder; point it at the weights file itself, e\.g\. .*pt_inception"
     ):
         resolve_weights_path()
+
+
+def test_the_extractor_runs_in_chunks_and_returns_cpu_features(tmp_path, random_state, monkeypatch):
+    from ganforge.data import DataConfig, DataSpec
+    from ganforge.metrics import extractors
+
+    st = tmp_path / "w.safetensors"
+    save_file(random_state, str(st))
+    seen = []
+    real_forward = FIDInceptionV3.forward
+    monkeypatch.setattr(
+        FIDInceptionV3, "forward", lambda self, x: seen.append(len(x)) or real_forward(self, x)
+    )
+    monkeypatch.setattr(extractors, "INCEPTION_BATCH", 3)  # 5,000 at once would need ~15 GB
+    ext = extractors.get_extractor(
+        "inception", DataConfig(name="digits"), DataSpec("image", (1, 8, 8)), str(st)
+    )
+    x = torch.rand(7, 1, 8, 8) * 2 - 1
+    feats, probs = ext(x)
+    assert seen == [3, 3, 1] and feats.shape == (7, 2048) and probs.shape == (7, 1008)
+    assert feats.device.type == "cpu" and probs.device.type == "cpu"
+    whole = load_fid_inception(st)(x)
+    torch.testing.assert_close(feats, whole["pool"], rtol=1e-4, atol=1e-5)

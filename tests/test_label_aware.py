@@ -254,6 +254,28 @@ def test_sgan_labelled_subset_is_balanced_and_classify_works(tmp_path_factory, c
     assert "bomb.png: refused as a decompression bomb" in err and err.count("\n") == 1
 
 
+def test_classify_sees_a_users_image_as_the_folder_loader_does(tmp_path_factory, capsys, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from ganforge.data import DataConfig, load_dataset
+    from ganforge.models.sgan import SGAN
+
+    run = tiny_run(tmp_path_factory, "sgan", steps=2)
+    folder = tmp_path_factory.mktemp("photo")
+    ramp = np.tile(np.arange(40, dtype=np.uint8) * 6, (20, 1))  # 40 wide, 20 high: not square
+    Image.fromarray(np.stack([ramp, ramp[:, ::-1], ramp // 2], 2)).save(folder / "wide.png")
+    seen = []
+    monkeypatch.setattr(
+        SGAN, "classify", lambda self, x: seen.append(x) or torch.zeros(len(x), dtype=torch.long)
+    )
+    assert main(["classify", str(run), str(folder / "wide.png")]) == 0
+    want = load_dataset(DataConfig(name=f"folder:{folder}", resolution=16, channels=1)).x
+    # Cropped to the centre and resampled as in training, not stretched: the same pixels exactly.
+    assert torch.equal(seen[0], want)
+    capsys.readouterr()
+
+
 # --- latent tools ------------------------------------------------------------------------------
 
 

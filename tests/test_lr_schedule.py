@@ -15,7 +15,7 @@ from ganforge.training import checkpoint as ckpt
 from ganforge.training.config import TrainConfig
 
 
-def test_linear_factor_holds_then_falls_to_zero_at_the_budget():
+def test_linear_factor_holds_then_falls_towards_zero_at_the_budget():
     t = TrainConfig(steps=10, lr_decay="linear", lr_decay_start=0.5)
     assert [t.lr_factor(s) for s in range(10)] == [1, 1, 1, 1, 1, 1.0, 0.8, 0.6, 0.4, 0.2]
     assert t.lr_factor(10) == 0.0 and t.lr_factor(25) == 0.0  # a run resumed past its budget
@@ -60,6 +60,18 @@ def test_optimisers_follow_the_schedule_and_resume_is_bitwise(tmp_path, tiny_ove
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resuming mid-schedule"
+    # A new budget would move the decay's start and end under a half-decayed run.
+    batch = ganforge.load(part).config.train.batch_size
+    for change in ({"steps": 16}, {"steps": 6}, {"kimg": 6 * batch / 1000}):
+        with pytest.raises(ConfigError, match=r"laid over 8 steps, this would make it (16|6)\)"):
+            ganforge.train("dcgan", data, out=part, resume=True, progress=False, **change)
+
+
+def test_an_image_budget_is_rounded_not_truncated():
+    # 2.01 * 1000 is 2009.9999999999998 in floating point; the run must show 2,010 images.
+    t = TrainConfig(kimg=2.01, batch_size=1)
+    assert t.budget_images == 2010 and t.total_steps == 2010
+    assert TrainConfig(kimg=1.0, batch_size=128).total_steps == 8  # 1,024 images >= 1,000
 
 
 def test_decay_changes_training_only_after_its_start(tmp_path, tiny_overrides):

@@ -120,3 +120,20 @@ def test_resume_past_a_damaged_newest_checkpoint_warns_and_keeps_it(tmp_path, ti
     assert (ck / "damaged" / "step_00000006.safetensors").read_bytes() == tensors
     assert (ck / "damaged" / "step_00000006.json").read_text() == "{"
     assert json.loads((run / "summary.json").read_text())["steps"] == 8
+
+
+def test_a_file_system_without_locks_gets_a_one_line_error_and_no_open_file(tmp_path, monkeypatch):
+    import errno
+
+    from ganforge.training import runfolder
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(runfolder.fcntl, "flock", no_locks)
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *a, **k: opened.append(real_open(*a, **k)) or opened[-1])
+    with pytest.raises(ConfigError, match=r"cannot lock .*No locks available.*on a local disk"):
+        runfolder.RunLock(tmp_path).acquire()
+    assert opened and all(f.closed for f in opened)

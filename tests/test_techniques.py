@@ -104,6 +104,17 @@ def test_label_aware_recipes_refuse_techniques(tmp_path):
         Training(cfg, tmp_path)
 
 
+def test_unrolling_is_refused_under_torchrun(tmp_path, monkeypatch):
+    from ganforge.training import distributed
+
+    # Each process would unroll a different D (its own shard, no gradient averaging in the look-ahead).
+    monkeypatch.setattr(distributed, "setup", lambda cfg, device: distributed.Dist(world_size=2))
+    data, over = TINY["dcgan"]
+    cfg = build_config("dcgan", data, overrides=[*over.items(), *QUIET.items(), ("tech.unroll", 2)])
+    with pytest.raises(ConfigError, match="tech.unroll works with one process .* 2 process"):
+        Training(cfg, tmp_path)
+
+
 # --- unrolling ---------------------------------------------------------------------------------
 def d_state(tr: Training) -> tuple[dict, dict]:
     nets = {n: t.detach().clone() for n, t in tr.recipe.D.state_dict().items()}

@@ -177,6 +177,76 @@ def test_rollback_policy_restores_last_good_checkpoint_and_lowers_lr(tmp_path, t
     assert event["event"] == "rollback" and event["diverged_at"] == 7 and event["rollbacks"] == 1
 
 
+def _poison_at(tr, steps):
+    """Make D's weights NaN (and a NaN loss reach the stats) right after each step in ``steps``,
+    once each: a divergence between logging and checkpoint steps, as a real one would be."""
+    step, pending = tr._train_step, set(steps)
+
+    def poisoned():
+        step()
+        if tr.step in pending:
+            pending.discard(tr.step)
+            with torch.no_grad():
+                next(tr.recipe.D.parameters()).fill_(float("nan"))
+            tr.stats.report("loss/D", torch.tensor(float("nan")))
+
+    tr._train_step = poisoned
+
+
+def test_a_divergence_between_logs_rolls_back_once_and_keeps_the_bookkeeping_straight(
+    tmp_path, tiny_overrides
+):
+    tr = _training(
+        tmp_path,
+        tiny_overrides,
+        **{"train.steps": 14, "train.on_divergence": "rollback", "train.checkpoint_every": 3},
+        **{"train.log_every": 5, "train.eval_every": 0},
+    )
+    lr = tr.opts["D"].param_groups[0]["lr"]
+    _poison_at(tr, {8})
+    with pytest.warns(UserWarning, match=r"diverged by step 9 .*rolled back to step_00000006\.json") as seen:
+        tr.run(progress=False)
+    # One divergence, one rollback: the abandoned steps' NaN losses are dropped, not logged later.
+    assert sum("rolled back" in str(w.message) for w in seen) == 1
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    events = [r for r in rows if r.get("event") == "rollback"]
+    assert [(e["diverged_at"], e["step"]) for e in events] == [(9, 6)]
+    logged = [r["step"] for r in rows if "event" not in r]
+    assert logged == [5, 10, 14] and all(np.isfinite(r["loss/D"]) for r in rows if "loss/D" in r)
+    assert tr.step == 14 and tr.opts["D"].param_groups[0]["lr"] == lr * 0.5
+    # The good step-6 checkpoint was not rewritten with the lowered rates at the moment of the rollback.
+    rec = json.loads((tmp_path / "checkpoints" / "step_00000012.json").read_text())
+    assert rec["rollbacks"] == 1
+
+
+def test_two_divergences_before_the_next_checkpoint_compound_the_lr_factor(tmp_path, tiny_overrides):
+    tr = _training(
+        tmp_path,
+        tiny_overrides,
+        **{"train.steps": 12, "train.on_divergence": "rollback", "train.checkpoint_every": 6},
+        **{"train.log_every": 1},
+    )
+    lr = tr.opts["G"].param_groups[0]["lr"]
+    _poison_at(tr, {8, 9})  # step 8 diverges, rolls back to 6; the retrained step 9 diverges again
+    with pytest.warns(UserWarning, match="rollback 2/3"):
+        tr.run(progress=False)
+    assert tr.rollbacks == 2 and tr.opts["G"].param_groups[0]["lr"] == lr * 0.25
+
+
+def test_resume_continues_the_rollback_count(tmp_path, tiny_overrides):
+    tr = _training(
+        tmp_path,
+        tiny_overrides,
+        **{"train.steps": 6, "train.on_divergence": "rollback", "train.checkpoint_every": 2},
+    )
+    _poison_at(tr, {3})
+    with pytest.warns(UserWarning, match="rollback 1/3"):
+        tr.run(progress=False)
+    again = _training(tmp_path, tiny_overrides, **{"train.on_divergence": "rollback"})
+    again.restore(ckpt.latest_checkpoint(tmp_path / "checkpoints"))
+    assert again.rollbacks == 1  # max_rollbacks counts over the whole run, not per process
+
+
 def test_rollback_gives_up_after_max_rollbacks(tmp_path, tiny_overrides):
     from ganforge.errors import DivergenceError
 
@@ -269,3 +339,14 @@ def test_setup_error_leaves_no_folder_and_keeps_the_run_overwrite_would_replace(
             progress=False,
         )
     assert (run / "checkpoints" / "step_00000001.json").is_file()  # the old run is intact
+
+
+def test_switching_ema_on_at_resume_starts_the_average_from_the_generator(tmp_path, tiny_overrides):
+    data, over = tiny_overrides("dcgan", **{"train.ema": False})
+    run = ganforge.train("dcgan", data, out=tmp_path / "r", steps=2, overrides=over, progress=False)
+    with pytest.warns(UserWarning, match="no EMA generator .* the EMA starts from the current generator"):
+        ganforge.train(
+            "dcgan", data, out=run, resume=True, steps=3, overrides=[("ema", True)], progress=False
+        )
+    tensors = final_tensors(run)
+    assert any(k.startswith("G_ema.") for k in tensors)

@@ -154,7 +154,14 @@ def _apply_resume_overrides(
                 f"only train.* settings may change"
             )
     if changes:
+        before = cfg.train
         cfg.train = replace(cfg.train, **changes)
+        if cfg.train.lr_decay != "none" and before.total_steps != cfg.train.total_steps:
+            raise ConfigError(
+                f"cannot change the step budget of an lr_decay={cfg.train.lr_decay} run when resuming "
+                f"(its schedule is laid over {before.total_steps} steps, this would make it "
+                f"{cfg.train.total_steps}); resume with the saved --steps/--kimg/batch_size, or start a new run"
+            )
 
 
 class LoadedModel:

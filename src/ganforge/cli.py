@@ -154,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", help="a checkpoint JSON, or 'best' (default: latest)")
     e.add_argument("--seed", type=seed_arg, default=0)
     e.add_argument(
+        "--device",
+        default="auto",
+        help="where sampling and the feature extractor run: auto (a CUDA GPU if present), cpu, cuda[:N]",
+    )
+    e.add_argument(
         "--inception-weights",
         metavar="FILE",
         help="FID Inception weights (.pth or .safetensors); else $GANFORGE_INCEPTION or the cache",
@@ -352,9 +357,8 @@ def cmd_arithmetic(a: argparse.Namespace) -> int:
 
 def cmd_classify(a: argparse.Namespace) -> int:
     import torch
-    import torch.nn.functional as F
 
-    from .data.images import ImageReadError, open_image_safely, to_array
+    from .data.images import ImageReadError, read_image
     from .errors import DataError
     from .models.sgan import load_classifier
 
@@ -363,14 +367,13 @@ def cmd_classify(a: argparse.Namespace) -> int:
     xs = []
     for path in a.images:
         try:
-            # The folder loader's safeguards: allowed decoders only, a pixel limit read from the header.
-            im = open_image_safely(path)
+            # The folder loader's path: its safeguards (allowed decoders, a pixel limit read from the
+            # header), scale-to-cover and centre crop, and channel rules (alpha over white).
+            arr = read_image(path, (h, w), c)
         except ImageReadError as e:
             raise DataError(f"cannot read image {path}: {e.reason}") from e
-        arr = to_array(im, c)  # the channel handling of the data loaders (alpha over white)
-        x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float()[None]
-        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-        xs.append(x[0] / 127.5 - 1)  # the data's [-1, 1] range
+        x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float()
+        xs.append(x / 127.5 - 1)  # the data's [-1, 1] range
     labels = recipe.classify(torch.stack(xs)).tolist()
     names = recipe.spec.class_names
     for path, y in zip(a.images, labels):
@@ -382,9 +385,11 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from . import api
     from .metrics.evaluate import default_metrics, evaluate, generator_sampler, parse_metrics, write_result
     from .training.artifacts import finalize_artifacts
+    from .training.precision import resolve_device
 
     metrics = None if a.metrics is None else parse_metrics(a.metrics)  # bad names fail before loading
-    model = api.load(a.run, checkpoint=a.checkpoint)
+    device = resolve_device(a.device, fix="--device cpu", what="--device")
+    model = api.load(a.run, checkpoint=a.checkpoint, device=str(device))
     metrics = metrics or default_metrics(model.spec)
     cfg = model.config
     sample = generator_sampler(model.recipe, model.G, model.device)
@@ -397,8 +402,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
         extractor=a.extractor,
         split=a.split,
         seed=a.seed,
-        log=print,
         weights=a.inception_weights,
+        device=device,
     )
     kimg = round(model.images_seen / 1000, 3)
     path = write_result(Path(a.run), model.step, kimg, result)

@@ -6,6 +6,7 @@ e.g. ``folder:/path/to/images``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,6 +69,34 @@ def check_root(cfg: DataConfig) -> None:
             )
 
 
+def content_id(name: str) -> str:
+    """A digest of what a ``kind:PATH`` dataset holds now; ``""`` for sources with fixed contents.
+
+    Caches built from a dataset (the domain classifier, real-image statistics) put it in their key,
+    so images added, removed or replaced under PATH (or a new ``labels.csv``) give a new cache entry
+    instead of numbers measured against the folder's old contents. Names, sizes and modification
+    times only: hashing every image would cost as much as loading them.
+    """
+    from .images import find_images
+
+    _, arg = split_name(name)
+    if not arg:
+        return ""
+    root = Path(arg).expanduser()
+    if not root.is_dir():
+        return ""
+    files, _ = find_images(root)
+    extra = [root / n for n in ("labels.csv", "classes.txt") if (root / n).is_file()]
+    digest = hashlib.sha256()
+    for path in [*files, *extra]:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        digest.update(f"{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:12]
+
+
 def load_dataset(cfg: DataConfig) -> InMemoryDataset:
     check_name(cfg.name)
     check_root(cfg)
@@ -90,6 +119,7 @@ __all__ = [
     "InMemoryDataset",
     "check_name",
     "check_root",
+    "content_id",
     "load_dataset",
     "register_dataset",
     "split_name",

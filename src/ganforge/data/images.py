@@ -310,15 +310,31 @@ class DecodedImages:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
+def read_image(
+    path: str | os.PathLike[str],
+    size: tuple[int, int] | None = None,
+    channels: int | None = None,
+    background: int = WHITE,
+) -> np.ndarray:
+    """One file exactly as the dataset loaders read it: uint8 (H, W, C), scaled and cropped to
+    ``size`` when given. Tools that take a user's image (``ganforge classify``) use this, so the
+    image reaches the model as training images did.
+
+    Raises:
+        ImageReadError: the file is unreadable, not an allowed format, or too large.
+    """
+    img = normalize_mode(open_image_safely(path))
+    if size is not None:
+        img = resize_crop(img, size)
+    target = channels if channels is not None else (3 if img.mode in ("RGB", "RGBA") else 1)
+    return to_array(img, target, background)
+
+
 def _decode_one(
     path: Path, size: tuple[int, int] | None, channels: int | None, background: int
 ) -> np.ndarray | ImageReadError:
     try:
-        img = normalize_mode(open_image_safely(path))
-        if size is not None:
-            img = resize_crop(img, size)
-        target = channels if channels is not None else (3 if img.mode in ("RGB", "RGBA") else 1)
-        return to_array(img, target, background)
+        return read_image(path, size, channels, background)
     except ImageReadError as e:
         return e
 

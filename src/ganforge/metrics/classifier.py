@@ -18,7 +18,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data import DataConfig, InMemoryDataset, load_dataset
+from ..data import DataConfig, InMemoryDataset, content_id, load_dataset
 from ..errors import CheckpointError, DataError
 
 HOLDOUT_FRACTION = 0.2
@@ -67,8 +67,9 @@ def split_indices(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def classifier_key(data_name: str, shape: tuple[int, ...]) -> str:
     kind, _, arg = data_name.partition(":")
-    if arg:  # folder:PATH -> a stable, file-system-safe name
-        kind = f"{kind}-{hashlib.sha256(os.path.abspath(os.path.expanduser(arg)).encode()).hexdigest()[:12]}"
+    if arg:  # folder:PATH -> a stable, file-system-safe name that changes with the folder's contents
+        where = hashlib.sha256(os.path.abspath(os.path.expanduser(arg)).encode()).hexdigest()[:12]
+        kind = f"{kind}-{where}-{content_id(data_name)}"
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{kind}-{'x'.join(str(s) for s in shape)}")
 
 
@@ -239,6 +240,10 @@ def get_or_train_classifier(data: DataConfig, shape: tuple[int, ...], log: Any =
         log(
             f"training the {data.name} domain classifier once; it is cached in {ganforge_home() / 'classifiers'}"
         )
+    # The cache is keyed by dataset and shape only, so the classifier is trained on the whole labelled
+    # dataset whatever the calling run's data.limit: otherwise the first run's subset would decide
+    # every later run's scores.
+    whole = replace(data, limit=None, labels=True)
     # fork_rng: training the classifier inside a GAN run must not change that run's random stream.
     with torch.random.fork_rng(devices=[]):
-        return train_classifier(data, log=log)
+        return train_classifier(whole, log=log)

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from ..config import to_dict
-from ..data import DataConfig, DataSpec, InMemoryDataset, load_dataset
+from ..data import DataConfig, DataSpec, InMemoryDataset, content_id, load_dataset
 from ..errors import ConfigError
 from .classifier import ganforge_home, get_or_train_classifier, split_indices
-from .extractors import Extractor, get_extractor
+from .extractors import EXTRACTORS, Extractor, default_extractor, get_extractor
 from .modes import STACKED_SAMPLES, VEEGAN_SAMPLES, mode_coverage_2d, stacked_modes
 from .scores import density_coverage, fid, inception_score, kid, precision_recall
 
@@ -59,6 +59,69 @@ def parse_metrics(text: str | list[str]) -> list[str]:
     return names
 
 
+def check_request(
+    metrics: list[str],
+    data: DataConfig,
+    spec: DataSpec,
+    n: int,
+    extractor: str = "auto",
+    weights: str | None = None,
+    n_option: str = "--n",
+) -> list[str]:
+    """Refuse an evaluation that would fail once run, before anything is sampled or trained.
+
+    Training calls this at start-up when ``eval_every`` is set, so a bad combination (too few
+    samples, IS on vector data, no Inception weights, modes of a dataset without known modes) is
+    reported in the first second instead of at the first evaluation, hours in, with no checkpoint.
+
+    Returns:
+        The result keys the evaluation will produce (what ``train.best_metric`` may name).
+    """
+    keys: list[str] = []
+    if "modes" in metrics:
+        if spec.kind == "vector" and "centres" in spec.meta:
+            keys += ["modes_covered", "high_quality_fraction"]  # the 2-D mixtures' protocol
+        elif data.name == "stacked-mnist":
+            keys += ["modes_covered", "kl"]
+        else:
+            raise ConfigError(
+                f"the 'modes' metric needs a dataset with known modes (ring8, grid25, stacked-mnist), "
+                f"not {data.name!r}"
+            )
+    feature = [m for m in metrics if m != "modes"]
+    if not feature:
+        return keys
+    # The fewest generated samples each metric is defined for: a covariance / an unbiased MMD need 2,
+    # IS its 10 splits, density/coverage more than their k = 5 neighbours.
+    for m in feature:
+        if n < MIN_SAMPLES[m]:
+            raise ConfigError(
+                f"{n_option} {n} is too few samples for {m}; use {n_option} {MIN_SAMPLES[m]} or more "
+                "(5000 is the standard)"
+            )
+    name = default_extractor(spec, data) if extractor == "auto" else extractor
+    EXTRACTORS.get(name)  # an unknown name fails here, listing the valid ones
+    if name != "identity" and spec.kind != "image":
+        raise ConfigError(
+            f"the {name} extractor needs image data; use the identity extractor for vector data"
+        )
+    if name == "domain" and spec.num_classes < 2 and data.name != "stacked-mnist":
+        raise ConfigError(
+            f"the domain extractor needs a labelled dataset and {data.name!r} has no labels here; "
+            "use the inception extractor (or data.labels=true for a labelled folder)"
+        )
+    if name == "inception":
+        from .inception import resolve_weights_path
+
+        resolve_weights_path(weights)  # missing weights: the message says where to get them
+    if "is" in feature and (name == "identity" or (name == "domain" and data.name == "stacked-mnist")):
+        raise ConfigError(
+            f"the {name} extractor gives no class probabilities here, so there is no Inception Score; "
+            "drop 'is' from the metrics"
+        )
+    return keys + [k for m in feature for k in RESULT_KEYS[m]]
+
+
 def default_metrics(spec: DataSpec) -> list[str]:
     """What ``ganforge eval`` computes when not told: the image set, or for vector data the metrics
     that need no class probabilities (no Inception Score), plus mode coverage where modes are known."""
@@ -85,7 +148,9 @@ def select_split(ds: InMemoryDataset, split: str) -> InMemoryDataset:
 
 def real_features(data: DataConfig, split: str, extractor: Extractor) -> tuple[np.ndarray, np.ndarray | None]:
     """Features of the real data, cached per (data settings, split, extractor)."""
-    settings = json.dumps({k: v for k, v in to_dict(data).items() if k not in ("download",)}, sort_keys=True)
+    fields = {k: v for k, v in to_dict(data).items() if k not in ("download",)}
+    fields["contents"] = content_id(data.name)  # a folder's images changed: new statistics
+    settings = json.dumps(fields, sort_keys=True)
     key = hashlib.sha256(f"{settings}|{split}|{extractor.cache_id}".encode()).hexdigest()[:16]
     path = ganforge_home() / "stats" / f"{data.name.split(':')[0]}-{split}-{extractor.name}-{key}.npz"
     if path.is_file():
@@ -112,27 +177,21 @@ def evaluate(
     extractor: str = "auto",
     split: str = "all",
     seed: int = 0,
-    log: Any = None,
     weights: str | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """Compute the requested metrics for a generator given as ``sample(n, seed)``."""
+    """Compute the requested metrics for a generator given as ``sample(n, seed)``; ``device`` is
+    where the feature extractor runs (the run's GPU, when it has one)."""
+    check_request(metrics, data, spec, n, extractor, weights)
     out: dict[str, Any] = {}
     feature_metrics = [m for m in metrics if m != "modes"]
-    # The fewest generated samples each metric is defined for: a covariance / an unbiased MMD need 2,
-    # IS its 10 splits, density/coverage more than their k = 5 neighbours.
-    for m in feature_metrics:
-        least = MIN_SAMPLES[m]
-        if n < least:
-            raise ConfigError(
-                f"--n {n} is too few samples for {m}; use --n {least} or more (5000 is the standard)"
-            )
     if "modes" in metrics:
         modes = _modes(sample, data, spec, seed)
         modes["modes_n"] = modes.pop("n")  # the protocol's own sample count, not --n
         out.update(modes)
     if not feature_metrics:
         return out
-    ext = get_extractor(extractor, data, spec, weights=weights)
+    ext = get_extractor(extractor, data, spec, weights=weights, device=device)
     real_f, real_p = real_features(data, split, ext)
     fake_f, fake_p = ext(sample(n, seed))
     fake_f = fake_f.numpy()

@@ -38,14 +38,19 @@ class Extractor:
         return torch.cat(feats), (torch.cat(probs) if probs else None)
 
 
-Factory = Callable[..., Extractor]  # (data, spec, weights=None) -> Extractor
+INCEPTION_BATCH = 100  # images per Inception forward: ~0.3 GB of activations at 299x299
+
+Factory = Callable[..., Extractor]  # (data, spec, weights=None, device="cpu") -> Extractor
 EXTRACTORS: Registry[Factory] = Registry("feature extractor")
 
 
 @EXTRACTORS.register(
     "domain", "LeNet trained by ganforge on the dataset itself (256-d features, class probabilities)"
 )
-def domain_extractor(data: DataConfig, spec: DataSpec, weights: str | None = None) -> Extractor:
+def domain_extractor(
+    data: DataConfig, spec: DataSpec, weights: str | None = None, device: str | torch.device = "cpu"
+) -> Extractor:
+    # A LeNet on 28x28 images: the CPU is fast enough, whatever device the run trains on.
     from .classifier import get_or_train_classifier
 
     if spec.kind != "image":
@@ -69,7 +74,9 @@ def domain_extractor(data: DataConfig, spec: DataSpec, weights: str | None = Non
 
 
 @EXTRACTORS.register("inception", "standard FID Inception-v3 (2048-d pool3), weights from a local file")
-def inception_extractor(data: DataConfig, spec: DataSpec, weights: str | None = None) -> Extractor:
+def inception_extractor(
+    data: DataConfig, spec: DataSpec, weights: str | None = None, device: str | torch.device = "cpu"
+) -> Extractor:
     from .inception import load_fid_inception, resolve_weights_path
 
     if spec.kind != "image":
@@ -77,19 +84,27 @@ def inception_extractor(data: DataConfig, spec: DataSpec, weights: str | None = 
             "the inception extractor needs image data; use --extractor identity for vector data"
         )
     path = resolve_weights_path(weights)
-    net = load_fid_inception(path)
+    net = load_fid_inception(path, device)  # on the run's GPU: 5,000 299x299 images take minutes on a CPU
     dev = next(net.parameters()).device
 
     @torch.no_grad()
     def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out = net(x.to(dev).float())
-        return out["pool"], torch.softmax(out["logits_unbiased"].double(), 1)
+        # In chunks: one forward over 5,000 images at 299x299 would hold ~15 GB of activations in
+        # its first layer alone. Features and probabilities come back on the CPU, as from the others.
+        feats, probs = [], []
+        for i in range(0, len(x), INCEPTION_BATCH):
+            out = net(x[i : i + INCEPTION_BATCH].to(dev).float())
+            feats.append(out["pool"].float().cpu())
+            probs.append(torch.softmax(out["logits_unbiased"].double(), 1).cpu())
+        return torch.cat(feats), torch.cat(probs)
 
     return Extractor("inception", f"inception-{path.stem}-{net.resize_mode}", run, {"weights": str(path)})
 
 
 @EXTRACTORS.register("identity", "the raw values (vector data such as the 2-D mixtures)")
-def identity_extractor(data: DataConfig, spec: DataSpec, weights: str | None = None) -> Extractor:
+def identity_extractor(
+    data: DataConfig, spec: DataSpec, weights: str | None = None, device: str | torch.device = "cpu"
+) -> Extractor:
     return Extractor("identity", "identity", lambda x: (x.flatten(1), None))
 
 
@@ -99,8 +114,15 @@ def default_extractor(spec: DataSpec, data: DataConfig) -> str:
     return "domain" if spec.num_classes >= 2 or data.name == "stacked-mnist" else "inception"
 
 
-def get_extractor(name: str, data: DataConfig, spec: DataSpec, weights: str | None = None) -> Extractor:
-    """Build extractor ``name`` (or the default for the data); ``weights`` is the Inception file."""
+def get_extractor(
+    name: str,
+    data: DataConfig,
+    spec: DataSpec,
+    weights: str | None = None,
+    device: str | torch.device = "cpu",
+) -> Extractor:
+    """Build extractor ``name`` (or the default for the data); ``weights`` is the Inception file,
+    ``device`` where a large extractor (Inception) runs. Features come back on the CPU."""
     if name == "auto":
         name = default_extractor(spec, data)
-    return EXTRACTORS.get(name)(data, spec, weights=weights)
+    return EXTRACTORS.get(name)(data, spec, weights=weights, device=device)

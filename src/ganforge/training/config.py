@@ -71,8 +71,10 @@ class TrainConfig:
             ``compile_backend`` picks another backend (``aot_eager`` checks the graph capture without
             code generation).
         lr_decay: ``linear`` holds the learning rates for the first ``lr_decay_start`` fraction of
-            the step budget, then lowers them linearly to zero at the last step (the schedule of
-            pix2pix/CycleGAN); late in training it settles how often G draws each mode, which a
+            the step budget, then lowers them linearly towards zero, which the budget's end reaches
+            (the last of D decaying steps runs at 1/D of the rate; the schedule of pix2pix/CycleGAN,
+            whose last epoch likewise keeps a small rate). Changing the budget on resume would
+            reshape the schedule mid-run, so it is refused. Late in training it settles how often G draws each mode, which a
             constant rate keeps moving. Needs a step budget (``--steps`` or ``--kimg``). ``none``:
             constant rates (default).
         sync_bn: under torchrun with several GPUs, batch norm statistics over the global batch
@@ -191,11 +193,16 @@ class TrainConfig:
         return self.steps
 
     @property
+    def budget_images(self) -> int | None:
+        """``kimg`` in images, rounded (``int(2.01 * 1000)`` would be 2009)."""
+        return None if self.kimg is None else round(self.kimg * 1000)
+
+    @property
     def total_steps(self) -> int | None:
         """The step the run stops at by its step or image budget (None: only a time budget)."""
         total = self.budget_steps
-        if self.kimg is not None:
-            by_images = math.ceil(self.kimg * 1000 / self.batch_size)
+        if self.budget_images is not None:
+            by_images = -(-self.budget_images // self.batch_size)  # the loop stops once images >= budget
             total = by_images if total is None else min(total, by_images)
         return total
 

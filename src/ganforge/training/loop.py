@@ -61,6 +61,30 @@ class Training:
                 f"model {cfg.model_name!r} does not support {self.data.spec.kind} data ({cfg.data.name}); "
                 f"it supports: {', '.join(recipe_cls.supports)}"
             )
+        if cfg.tech.unroll and (self.dist.enabled or self.precision == "fp16"):
+            # Its look-ahead D steps run outside the loop's loss scaling and gradient averaging: fp16
+            # gradients would underflow unscaled, and each process would unroll a different D.
+            raise ConfigError(
+                "tech.unroll works with one process and bf16 or fp32; "
+                f"this run has {self.dist.world_size} process(es) and precision {self.precision}: "
+                "use --set precision=bf16 (or fp32) and run without torchrun"
+            )
+        if t.eval_every:
+            from ..metrics.evaluate import check_request, parse_metrics
+
+            keys = check_request(
+                parse_metrics(t.eval_metrics),
+                cfg.data,
+                self.data.spec,
+                t.eval_n,
+                t.eval_extractor,
+                n_option="train.eval_n",
+            )
+            if t.best_key not in keys:
+                raise ConfigError(
+                    f"config key 'train.best_metric' = {t.best_key!r} is not a result of "
+                    f"eval_metrics={t.eval_metrics!r} on {cfg.data.name}; choose one of {', '.join(keys)}"
+                )
         fmt = torch.channels_last if t.channels_last and self.data.spec.kind == "image" else None
         self.recipe: Recipe = build_recipe(cfg.model_name, cfg.model, self.data.spec, cfg.tech)
         self.recipe.to(self.device, memory_format=fmt)
@@ -116,7 +140,7 @@ class Training:
     def run(self, progress: bool = True, stream: TextIO | None = None) -> dict[str, Any]:
         t = self.cfg.train
         budget_steps = t.budget_steps
-        budget_images = None if t.kimg is None else int(t.kimg * 1000)
+        budget_images = t.budget_images
         budget_seconds = None if t.minutes is None else t.minutes * 60
         total = t.total_steps
         main = self.dist.main  # rank 0 alone shows progress and writes the run folder
@@ -168,16 +192,24 @@ class Training:
                 # which a resumed run's --minutes budget and img/s figures start from.
                 now = time.perf_counter()
                 self.elapsed = now - t_start
+                evaluating = bool(t.eval_every) and self.step % t.eval_every == 0
+                saving = bool(t.checkpoint_every) and self.step % t.checkpoint_every == 0
                 if self.step % t.log_every == 0:
                     rate = (self.images_seen - images_at_log) / max(now - t_log, 1e-9)
-                    self.log(rate, bar, writer)
+                    rolled_back = self.log(rate, bar, writer)
+                else:
+                    # Weights are checked before they are evaluated or saved: NaN weights would make
+                    # the evaluation fail (ending the run) or overwrite a good checkpoint.
+                    rolled_back = (evaluating or saving) and self.guard({})
+                if rolled_back or self.step % t.log_every == 0:  # the next img/s window starts now
                     t_log, images_at_log = time.perf_counter(), self.images_seen
-                if t.sample_every and self.step % t.sample_every == 0:
-                    self.snapshot()
-                if t.eval_every and self.step % t.eval_every == 0:
-                    self.evaluate(writer)
-                if t.checkpoint_every and self.step % t.checkpoint_every == 0 and not self.guard({}):
-                    self.save()
+                if not rolled_back:  # the rest of the bookkeeping belonged to the abandoned steps
+                    if t.sample_every and self.step % t.sample_every == 0:
+                        self.snapshot()
+                    if evaluating:
+                        self.evaluate(writer)
+                    if saving:
+                        self.save()
                 bar.n = self.step  # a rollback moves the step counter back
                 bar.update(0)
         except KeyboardInterrupt:
@@ -329,12 +361,16 @@ class Training:
         where = f"NaN/Inf in the weights or gradients of {', '.join(bad_nets)}; " if bad_nets else ""
         if t.on_divergence == "rollback" and last is not None and self.rollbacks < t.max_rollbacks:
             diverged_at = self.step
+            # The rates in use now already carry every earlier rollback's factor; the checkpoint's
+            # may not (a second divergence before the next checkpoint restores the same one).
+            rates = [[(g["lr"], g.get("base_lr")) for g in opt.param_groups] for opt in self.opts.values()]
             self.restore(last)
-            for opt in self.opts.values():
-                for group in opt.param_groups:
-                    group["lr"] *= t.rollback_lr_factor
-                    if "base_lr" in group:  # lr_decay recomputes lr from it each step
-                        group["base_lr"] *= t.rollback_lr_factor
+            for opt, before in zip(self.opts.values(), rates):
+                for group, (lr, base_lr) in zip(opt.param_groups, before):
+                    group["lr"] = lr * t.rollback_lr_factor
+                    if base_lr is not None:  # lr_decay recomputes lr from it each step
+                        group["base_lr"] = base_lr * t.rollback_lr_factor
+            self.stats.flush()  # the abandoned steps' losses must not trigger another rollback
             self.rollbacks += 1
             if not self.dist.main:
                 return True
@@ -364,12 +400,13 @@ class Training:
         )
 
     # --- logging -------------------------------------------------------------------------------
-    def log(self, rate: float, bar: Any, writer: Any) -> None:
+    def log(self, rate: float, bar: Any, writer: Any) -> bool:
+        """Write one metrics line; returns True when the run rolled back instead (see :meth:`guard`)."""
         values = self.dist.mean(self.stats.flush())  # the one host sync of this logging period
         if self.guard(values):  # the same decision on every process: weights, gradients and means agree
-            return
+            return True
         if not self.dist.main:
-            return
+            return False
         row = {
             "step": self.step,
             "kimg": round(self.images_seen / 1000, 3),
@@ -392,6 +429,7 @@ class Training:
                 if k.startswith("loss/")
             )
             bar.set_postfix_str(f"{rate:.0f} img/s {shown}", refresh=False)
+        return False
 
     # --- evaluation ----------------------------------------------------------------------------
     def evaluate(self, writer: Any) -> dict[str, Any]:
@@ -420,6 +458,7 @@ class Training:
                 n=t.eval_n,
                 extractor=t.eval_extractor,
                 seed=t.seed,
+                device=self.device,
             )
         write_result(self.dir, self.step, round(self.images_seen / 1000, 3), result)
         if writer is not None:
@@ -535,7 +574,15 @@ class Training:
         where = json_path.name
         for name, net in self.recipe.nets.items():
             ckpt.load_module(name, net, tensors, where)
-        if self.ema is not None:
+        if self.ema is not None and not any(k.startswith("G_ema.") for k in tensors):
+            # train.ema switched on when resuming a run trained without it: the average starts here.
+            self.ema.module.load_state_dict(self.recipe.G.state_dict())
+            warnings.warn(
+                f"{where} has no EMA generator (the run trained with train.ema=false until now); "
+                "the EMA starts from the current generator",
+                stacklevel=2,
+            )
+        elif self.ema is not None:
             ckpt.load_module("G_ema", self.ema.module, tensors, where)
         for name, opt in self.opts.items():
             meta = record.get("optimizers", {}).get(name)
@@ -552,6 +599,9 @@ class Training:
                 torch.cuda.set_rng_state(ckpt.decode_bytes(record["rng"]["cuda"]), self.device)
             self.step = int(record["step"])
             self.compiled_from = self.step
+            # On resume the count continues (max_rollbacks is per run, not per process); during a
+            # rollback the live count is already the larger one.
+            self.rollbacks = max(self.rollbacks, int(record.get("rollbacks", 0)))
             self.images_seen = int(record["images_seen"])
             self.elapsed = float(record["elapsed_s"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:

@@ -14,20 +14,21 @@ import torch
 from ..errors import ConfigError
 
 
-def resolve_device(name: str, fix: str = "--set device=cpu") -> torch.device:
-    """``name`` as a device; ``fix`` is the option the error for a missing GPU suggests."""
+def resolve_device(
+    name: str, fix: str = "--set device=cpu", what: str = "config key 'train.device'"
+) -> torch.device:
+    """``name`` as a device; ``fix`` is the option the error for a missing GPU suggests, ``what``
+    names the setting in errors."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
     except RuntimeError as e:
-        raise ConfigError(
-            f"config key 'train.device': {name!r} is not a device; use auto, cpu or cuda[:N]"
-        ) from e
+        raise ConfigError(f"{what}: {name!r} is not a device; use auto, cpu or cuda[:N]") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"config key 'train.device' is {name!r} but no CUDA GPU is visible; use {fix}")
+        raise ConfigError(f"{what} is {name!r} but no CUDA GPU is visible; use {fix}")
     if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"config key 'train.device': {name!r} is not supported; use auto, cpu or cuda[:N]")
+        raise ConfigError(f"{what}: {name!r} is not supported; use auto, cpu or cuda[:N]")
     return dev
 
 

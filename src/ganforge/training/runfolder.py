@@ -81,6 +81,12 @@ class RunLock:
                 f"{self.path.parent} is in use by {holder}; wait for that training to finish or choose "
                 f"another --out"
             ) from None
+        except OSError as e:  # e.g. ENOLCK: a network file system without lock support
+            f.close()
+            raise ConfigError(
+                f"cannot lock {self.path} ({e.strerror or e}); the file system may not support locks: "
+                "put the run folder (--out) on a local disk"
+            ) from e
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
