@@ -159,6 +159,17 @@ def test_reuse_fake_runs_one_g_forward_per_step_and_trains_g(tmp_path, model):
     assert counts[True] == n_critic
 
 
+def test_only_the_last_critic_repeat_builds_a_graph_through_g(tmp_path):
+    data, over = TINY["wgan-gp"]
+    cfg = build_config("wgan-gp", data, overrides=list({**over, **QUIET, "model.n_critic": 3}.items()))
+    tr = Training(cfg, tmp_path)
+    graphs = []
+    tr.recipe.G.register_forward_hook(lambda m, i, out: graphs.append(out.requires_grad))
+    tr.train_step()
+    # Three critic updates; the third keeps its fakes' graph for G's phase, which then runs no G.
+    assert graphs == [False, False, True]
+
+
 def test_reuse_fake_gives_the_textbook_g_gradient(tmp_path):
     """With reuse, G's gradient is that of g_loss(D_new(G(z))) for the z D's last update saw."""
     data, over = TINY["dcgan"]

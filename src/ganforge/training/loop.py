@@ -306,9 +306,14 @@ class Training:
             if self.step % phase.every:
                 continue
             for name, net in self.recipe.nets.items():  # only this phase's net gets gradients
-                net.requires_grad_(name == phase.net or name in phase.graph_nets)
+                net.requires_grad_(name == phase.net)
             opt, scaler = self.opts[phase.net], self.scalers[phase.net]
-            for _ in range(phase.repeat):
+            for i in range(phase.repeat):
+                if i == phase.repeat - 1:
+                    # Only the last repeat's graph through these nets is kept for the next phase
+                    # (G's fakes under reuse_fake): the n_critic - 1 before it build none.
+                    for name in phase.graph_nets:
+                        self.recipe.nets[name].requires_grad_(True)
                 batch = self.sampler.next()
                 with autocast(self.device, self.precision):
                     loss = phase.loss(batch, self.stats)
