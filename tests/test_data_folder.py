@@ -510,3 +510,59 @@ def test_thousands_of_small_images_load_in_seconds(tmp_path: Path) -> None:
     elapsed = time.perf_counter() - t0
     assert ds.x.shape == (n, 3, 32, 32)
     assert elapsed < 10, f"{n} images took {elapsed:.1f} s"
+
+
+def test_a_run_on_a_relative_folder_works_from_any_directory(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    import ganforge
+
+    from .conftest import QUIET
+
+    for k in range(2):
+        for i in range(4):
+            grey(tmp_path / "proj" / "imgs" / f"c{k}" / f"{i}.png", 60 * k + 10 * i, (16, 16))
+    monkeypatch.chdir(tmp_path / "proj")
+    over = [*QUIET.items(), ("batch_size", 4), ("ngf", 8), ("ndf", 8), ("z_dim", 8)]
+    run = ganforge.train("dcgan", "folder:imgs", out="run", steps=2, overrides=over, progress=False)
+    saved = json.loads((run / "config.json").read_text())["data"]["name"]
+    assert saved == f"folder:{tmp_path / 'proj' / 'imgs'}"  # absolute: resumable from anywhere
+    monkeypatch.chdir(tmp_path)
+    again = ganforge.train(
+        "dcgan", saved, out=tmp_path / "proj" / "run", steps=3, resume=True, progress=False
+    )
+    assert ganforge.load(again).step == 3
+    monkeypatch.chdir(tmp_path / "proj")  # and the relative spelling still names the same data
+    ganforge.train("dcgan", "folder:imgs", out="run", steps=4, resume=True, progress=False)
+
+
+def test_numbered_class_folders_sort_as_numbers_and_classes_txt_applies_to_subfolders(tmp_path: Path) -> None:
+    for name, value in (("1", 10), ("7", 70), ("10", 100)):
+        grey(tmp_path / name / "a.png", value)
+    ds = load_dataset(cfg(tmp_path))
+    assert ds.spec.class_names == ["1", "7", "10"]  # not the string order 1, 10, 7
+    assert to_uint8(ds.x)[:, 0, 0, 0].tolist() == [10, 100, 70] and ds.y.tolist() == [0, 2, 1]
+    (tmp_path / "classes.txt").write_text("10\n7\n1\n")
+    ds = load_dataset(cfg(tmp_path))
+    assert ds.spec.class_names == ["10", "7", "1"] and ds.y.tolist() == [2, 0, 1]
+    grey(tmp_path / "99" / "a.png", 5)
+    with pytest.raises(DataError, match=r"subfolder\(s\) '99' of .* are not classes in .*classes.txt"):
+        load_dataset(cfg(tmp_path))
+
+
+def test_resuming_after_a_class_folder_was_added_says_the_data_changed(tmp_path: Path) -> None:
+    import ganforge
+    from ganforge.errors import CheckpointError
+
+    from .conftest import QUIET
+
+    for k in range(2):
+        for i in range(4):
+            grey(tmp_path / "imgs" / f"c{k}" / f"{i}.png", 60 * k + 10 * i, (16, 16))
+    data = f"folder:{tmp_path / 'imgs'}"
+    over = [*QUIET.items(), ("batch_size", 4), ("ngf", 8), ("ndf", 8), ("z_dim", 8)]
+    run = ganforge.train("cgan", data, out=tmp_path / "run", steps=2, overrides=over, progress=False)
+    for i in range(4):
+        grey(tmp_path / "imgs" / "c2" / f"{i}.png", 200, (16, 16))
+    with pytest.raises(CheckpointError, match=r"the dataset changed since step_00000002.json .*class_names"):
+        ganforge.train("cgan", data, out=run, steps=3, resume=True, progress=False)

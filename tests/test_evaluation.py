@@ -252,3 +252,13 @@ def test_an_image_run_without_inception_weights_stops_before_step_one(tmp_path, 
     data, over = tiny_overrides("dcgan", **{"train.eval_every": 50, "train.eval_extractor": "inception"})
     with pytest.raises(CheckpointError, match="FID Inception weights"):
         ganforge.train("dcgan", data, out=tmp_path / "r", steps=100, overrides=over, progress=False)
+
+
+def test_the_classifier_trains_when_first_needed_inside_no_grad():
+    from ganforge.metrics.classifier import get_or_train_classifier
+
+    # The latent tools (arithmetic with label:K concepts) sample under no_grad and may be the first
+    # to need the classifier on a fresh machine.
+    with torch.no_grad():
+        clf = get_or_train_classifier(DataConfig(name="digits"), (1, 8, 8), log=None)
+    assert clf.info["holdout_accuracy"] > 0.8

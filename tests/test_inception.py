@@ -58,6 +58,7 @@ def _isolated(monkeypatch, tmp_path):
     """No test may see the user's real cache or environment variable."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.delenv("GANFORGE_HOME", raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -356,3 +357,9 @@ def test_the_extractor_runs_in_chunks_and_returns_cpu_features(tmp_path, random_
     assert feats.device.type == "cpu" and probs.device.type == "cpu"
     whole = load_fid_inception(st)(x)
     torch.testing.assert_close(feats, whole["pool"], rtol=1e-4, atol=1e-5)
+
+
+def test_the_weights_cache_follows_ganforge_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANFORGE_HOME", str(tmp_path / "gh"))
+    assert inc.default_cache_dir() == tmp_path / "gh" / "weights"
+    assert str(tmp_path / "gh" / "weights" / FID_WEIGHTS_NAME) in inc.missing_weights_message()

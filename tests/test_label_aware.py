@@ -407,3 +407,18 @@ def test_slant_and_width_of_drawn_strokes():
     assert abs(within_correlation(t, torch.arange(3.0).view(3, 1).expand(3, 5))) < 1e-9
     with pytest.raises(ValueError, match="one channel"):
         slant_and_width(torch.zeros(2, 3, 8, 8))
+
+
+def test_default_labels_do_not_depend_on_batch_size(cgan_run):
+    from ganforge.metrics.evaluate import generator_sampler
+
+    m = ganforge.load(cgan_run)
+    # Without labels the classes cycle 0..K-1 over all n samples, not once per chunk of batch_size.
+    assert torch.equal(m.sample(16, seed=3), m.sample(16, seed=3, batch_size=5))
+    k = m.spec.num_classes
+    assert torch.equal(m.sample(16, seed=3), m.sample(16, seed=3, labels=torch.arange(16) % k))
+    seen = []
+    real_generate = m.recipe.generate
+    m.recipe.generate = lambda G, z, y=None: seen.append(y.clone()) or real_generate(G, z, y)
+    generator_sampler(m.recipe, m.G, m.device, batch_size=7)(16, 0)
+    assert torch.equal(torch.cat(seen), torch.arange(16) % k)

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from .config import check_seed
+from .data import canonical_name
 from .errors import CheckpointError, ConfigError
 from .models import MODELS, Recipe
 from .techniques import build_recipe
@@ -77,7 +78,7 @@ def train(
                 raise ConfigError(
                     f"{run_dir} is a {cfg.model_name} run, not {model}; resume with the same model"
                 )
-            if cfg.data.name != data:
+            if canonical_name(cfg.data.name) != canonical_name(data):
                 raise ConfigError(
                     f"{run_dir} was trained on {cfg.data.name!r}, not {data!r}; resume with the same data"
                 )
@@ -209,9 +210,12 @@ class LoadedModel:
             if y.min() < 0 or y.max() >= k:
                 bad = int(y.min()) if y.min() < 0 else int(y.max())
                 raise ConfigError(f"label {bad} is not a class of this model; it has {k} classes, 0..{k - 1}")
-        # All latents first, in one draw: the same seed then gives the same samples whatever
-        # batch_size is (latents are small: n x z_dim, against n x C x H x W for the output).
+        # All latents (and the default class cycle 0..K-1, 0, ...) first, in one draw: the same seed
+        # then gives the same samples whatever batch_size is (latents are small: n x z_dim, against
+        # n x C x H x W for the output). A cycle restarted per chunk would change the labels.
         z_all = self.recipe.latent(n, torch.device("cpu"), generator=gen)
+        if y is None and self.recipe.conditional:
+            y = self.recipe.labels_for(n, torch.device("cpu"), None)
         out = []
         for i in range(0, n, batch_size):
             z = z_all[i : i + batch_size].to(self.device)

@@ -239,7 +239,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         f"trained {summary['steps']} steps ({summary['kimg']} kimg) in {summary['wall_s']:.0f} s, "
         f"{summary['img_per_s']:.0f} img/s on {summary['device']} ({summary['precision']})"
     )
-    print(f"run folder:   {run_dir}")
+    print(f"{'run folder:':<15}{run_dir}")
     final = run_dir / "samples" / "final.png"
     for label, path in [
         ("final samples", final),
@@ -248,7 +248,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         ("report", run_dir / "report.html"),
     ]:
         if path.exists():
-            print(f"{label + ':':<14}{path}")
+            print(f"{label + ':':<15}{path}")
     return 0
 
 

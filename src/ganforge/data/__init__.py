@@ -7,6 +7,7 @@ e.g. ``folder:/path/to/images``.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +36,18 @@ def split_name(name: str) -> tuple[str, str | None]:
     """'folder:/x/y' -> ('folder', '/x/y'); 'mnist5k' -> ('mnist5k', None)."""
     kind, sep, arg = name.partition(":")
     return kind, (arg if sep else None)
+
+
+def canonical_name(name: str) -> str:
+    """``kind:PATH`` with PATH made absolute (``~`` expanded); other names unchanged.
+
+    A run stores this form in config.json, so it can be evaluated or resumed from any directory.
+    Symlinks are kept, not resolved: the path stays the one the user chose.
+    """
+    kind, arg = split_name(name)
+    if not arg or not getattr(DATASETS.get(kind), "takes_arg", False):
+        return name
+    return f"{kind}:{os.path.abspath(os.path.expanduser(arg))}"
 
 
 def check_name(name: str) -> None:
@@ -116,6 +129,7 @@ __all__ = [
     "BatchSampler",
     "DataConfig",
     "DataSpec",
+    "canonical_name",
     "InMemoryDataset",
     "check_name",
     "check_root",

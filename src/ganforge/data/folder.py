@@ -9,7 +9,9 @@
 - Size: ``data.resolution`` if set (scale to cover, then centre-crop); otherwise every image must
   already have the same size.
 - Labels: with ``data.labels`` true and images in subfolders, each image's class is its first-level
-  subfolder (class names sorted). Images directly in the root then have no class, which is an error.
+  subfolder (class names sorted, numerically when every name is an integer; or in the order of
+  ``PATH/classes.txt`` when it exists, see below). Images directly in the root then have no class,
+  which is an error.
   With ``data.labels`` false, or no subfolders, there are no labels.
 - Labels from a CSV: with ``data.labels`` true and a file ``PATH/labels.csv``, labels come from it
   instead of subfolders. It has a header ``path,label`` and one row per image: its path relative to
@@ -110,16 +112,36 @@ def load_folder(cfg: DataConfig, arg: str | None) -> InMemoryDataset:
     labels: np.ndarray | None = None
     class_names: list[str] = []
     if labelled:
-        # Classes are the subfolders that contributed at least one readable image, so a class
-        # index always has examples behind it.
         kept_classes = [rel[i].parts[0] for i in decoded.kept]
-        class_names = sorted(set(kept_classes))
+        classes_path = root / CLASSES_TXT
+        if classes_path.is_file():
+            class_names = read_classes(classes_path)
+            unknown = sorted(set(kept_classes) - set(class_names))
+            if unknown:
+                raise DataError(
+                    f"subfolder(s) {', '.join(repr(u) for u in unknown[:_EXAMPLES])} of {root} are not "
+                    f"classes in {classes_path}; add them there, or move their images out"
+                )
+        else:
+            # Classes are the subfolders that contributed at least one readable image, so a class
+            # index always has examples behind it.
+            class_names = sort_classes(kept_classes)
+            _warn_empty_classes(root, class_names)
         index = {name: k for k, name in enumerate(class_names)}
         labels = np.array([index[c] for c in kept_classes], dtype=np.int64)
-        _warn_empty_classes(root, class_names)
 
     pixels = decoded.pixels.transpose(0, 3, 1, 2)  # NHWC -> NCHW (a view; the float copy follows)
     return images_dataset(pixels, labels, cfg, class_names, f"folder:{arg}")
+
+
+def sort_classes(names: list[str]) -> list[str]:
+    """The distinct class names in index order: as numbers when every name is an integer (folders or
+    labels ``1, 7, 10`` keep that order, not ``1, 10, 7``), else as strings. One rule for subfolders
+    and ``labels.csv``, so the same images get the same indices in either layout."""
+    distinct = set(names)
+    if all(_INTEGER.match(c) for c in distinct):
+        return sorted(distinct, key=lambda c: (int(c), c))
+    return sorted(distinct)
 
 
 def _warn_empty_classes(root: Path, class_names: list[str]) -> None:
@@ -275,10 +297,7 @@ def _load_with_csv(
     decoded = _decode(root, listed, problems, cfg)
     kept_labels = [label_of[order[k]] for k in decoded.kept]
     if classes is None:
-        # Only classes with a readable image, as for subfolders; integers sort as numbers so that
-        # labels 0..10 keep their meaning as indices.
-        numeric = all(_INTEGER.match(c) for c in kept_labels)
-        classes = sorted(set(kept_labels), key=(lambda c: (int(c), c)) if numeric else None)
+        classes = sort_classes(kept_labels)  # only classes with a readable image, as for subfolders
     index = {name: k for k, name in enumerate(classes)}
     labels = np.array([index[c] for c in kept_labels], dtype=np.int64)
     pixels = decoded.pixels.transpose(0, 3, 1, 2)

@@ -38,7 +38,7 @@ def adapt_channels(x: torch.Tensor, channels: int | None) -> torch.Tensor:
 def fit_size(x: torch.Tensor, size: tuple[int, int] | None, pad_value: float = -1.0) -> torch.Tensor:
     """Bring NCHW images in [-1, 1] to ``size``.
 
-    If the target is at most 4 px larger per side (MNIST 28 -> 32) we pad with the background value,
+    If the target is at most 8 px larger per side (MNIST 28 -> 32) we pad with the background value,
     which keeps stroke widths exact; otherwise scale the short side to fit (antialiased bilinear)
     and centre-crop.
     """

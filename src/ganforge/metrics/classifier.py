@@ -245,5 +245,6 @@ def get_or_train_classifier(data: DataConfig, shape: tuple[int, ...], log: Any =
     # every later run's scores.
     whole = replace(data, limit=None, labels=True)
     # fork_rng: training the classifier inside a GAN run must not change that run's random stream.
-    with torch.random.fork_rng(devices=[]):
+    # enable_grad: callers may be inside no_grad (the latent tools sample under it).
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
         return train_classifier(whole, log=log)

@@ -244,10 +244,14 @@ def generator_sampler(
         was = G.training
         G.eval()
         try:
+            # Conditional models: one class cycle over all n, not one per chunk (500 is no multiple
+            # of most class counts, so restarting would skew the balance).
+            y_all = recipe.labels_for(n, device, None) if recipe.conditional else None
             chunks = []
             for i in range(0, n, batch_size):
                 z = recipe.latent(min(batch_size, n - i), device, generator=gen)
-                chunks.append(recipe.generate(G, z).float().cpu())
+                y = None if y_all is None else y_all[i : i + len(z)]
+                chunks.append(recipe.generate(G, z, y).float().cpu())
         finally:
             G.train(was)
         return torch.cat(chunks)

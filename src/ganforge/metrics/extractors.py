@@ -5,7 +5,7 @@
   goes through the MNIST classifier and the three feature vectors are concatenated.
 - ``inception``: the standard FID Inception-v3 (pool3 2048-d features; IS probabilities from the
   1008-way softmax of the bias-free logits), weights from a file you provide
-  (``$GANFORGE_INCEPTION`` or ``~/.cache/ganforge/weights``).
+  (``$GANFORGE_INCEPTION`` or ``$GANFORGE_HOME/weights``, default ``~/.cache/ganforge/weights``).
 - ``identity``: the raw values, for low-dimensional vector data.
 """
 

@@ -379,8 +379,11 @@ class FIDInceptionV3(nn.Module):
 
 # --- finding and reading weights -----------------------------------------------------------------------
 def default_cache_dir() -> Path:
-    """``~/.cache/ganforge/weights``: where :func:`load_fid_inception` looks when given no path."""
-    return Path.home() / ".cache" / "ganforge" / "weights"
+    """``$GANFORGE_HOME/weights`` (default ``~/.cache/ganforge/weights``): where
+    :func:`load_fid_inception` looks when given no path; beside the classifier and statistics caches."""
+    from .classifier import ganforge_home
+
+    return ganforge_home() / "weights"
 
 
 def _cache_candidates() -> list[Path]:
@@ -514,7 +517,7 @@ def load_fid_inception(
     """Build :class:`FIDInceptionV3` and load the FID weights strictly; eval mode, frozen, on ``device``.
 
     Weights are looked up in this order: ``path``; ``$GANFORGE_INCEPTION``;
-    ``~/.cache/ganforge/weights/pt_inception-2015-12-05-6726825d.safetensors``, then ``.pth`` of that name.
+    ``$GANFORGE_HOME/weights/pt_inception-2015-12-05-6726825d.safetensors``, then ``.pth`` of that name.
     Accepts the original pytorch-fid ``.pth`` (hash-checked under its published name, read with
     ``weights_only=True``) or a ``.safetensors`` copy (:func:`convert_to_safetensors`).
 

@@ -134,7 +134,9 @@ def traverse_grid(
         raise ConfigError(f"rows must be >= 1, got {rows}")
     if hasattr(recipe, "latent_with_codes"):
         names = recipe.code_names()
-        if code is None or code not in names:
+        if code is None:
+            raise ConfigError(f"an InfoGAN run needs --code, the code to vary: one of {', '.join(names)}")
+        if code not in names:
             raise ConfigError(f"--code must be one of {', '.join(names)} for this InfoGAN run, got {code!r}")
         if code.startswith("cat"):
             values: list[float | int] = list(range(recipe.config.categorical[int(code[3:])]))

@@ -309,6 +309,14 @@ def check_same_run(record: dict[str, Any], config: dict[str, Any], where: str) -
         if theirs is None or ours is None:
             continue
         found = _first_difference(theirs, ours, path)
+        if found and found[0].startswith("data.spec."):
+            # The spec is measured from the data when training starts: the data changed, not the run.
+            key, a, b = found
+            raise CheckpointError(
+                f"the dataset changed since {where} was written ({key} was {str(a)[:60]!r}, the data "
+                f"now gives {str(b)[:60]!r}; e.g. a class subfolder added or removed); restore the data "
+                "as it was to continue this run, or start a new run on the new data"
+            )
         if found:
             key, a, b = found
             raise CheckpointError(

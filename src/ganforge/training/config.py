@@ -335,7 +335,7 @@ def build_config(
 ) -> RunConfig:
     """Resolve a run's config from defaults, preset and overrides, validating everything up front."""
     recipe = MODELS.get(model_name)
-    from ..data import check_name, check_root
+    from ..data import canonical_name, check_name, check_root
 
     check_name(data_name)
     layers: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
@@ -351,7 +351,7 @@ def build_config(
         if (section, name) == ("data", "name"):
             raise ConfigError("choose the dataset with --data NAME, not --set data.name")
         layers[section][name] = value
-    layers["data"]["name"] = data_name
+    layers["data"]["name"] = canonical_name(data_name)
     cfg = RunConfig(
         model_name=model_name,
         model=from_dict(recipe.Config, layers["model"], "model"),
