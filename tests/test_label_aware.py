@@ -422,3 +422,21 @@ def test_default_labels_do_not_depend_on_batch_size(cgan_run):
     m.recipe.generate = lambda G, z, y=None: seen.append(y.clone()) or real_generate(G, z, y)
     generator_sampler(m.recipe, m.G, m.device, batch_size=7)(16, 0)
     assert torch.equal(torch.cat(seen), torch.arange(16) % k)
+
+
+def test_conditional_sample_grids_have_one_column_per_class(cgan_run, tmp_path, capsys):
+    from PIL import Image
+
+    from ganforge.training.artifacts import class_columns
+
+    assert class_columns(True, 10) == 10 and class_columns(False, 10) is None
+    assert class_columns(True, 100) is None and class_columns(True, 0) is None
+    k = ganforge.load(cgan_run).spec.num_classes
+    out = tmp_path / "g.png"
+    assert main(["sample", str(cgan_run), "--n", str(2 * k), "--out", str(out)]) == 0
+    w, h = Image.open(out).size
+    assert w / h == pytest.approx(k / 2, rel=0.05)  # k columns (classes 0..k-1), 2 rows
+    assert main(["sample", str(cgan_run), "--n", "16", "--label", "3", "--out", str(out)]) == 0
+    w, h = Image.open(out).size
+    assert w == h  # one class: the square grid
+    capsys.readouterr()

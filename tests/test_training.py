@@ -350,3 +350,15 @@ def test_switching_ema_on_at_resume_starts_the_average_from_the_generator(tmp_pa
         )
     tensors = final_tensors(run)
     assert any(k.startswith("G_ema.") for k in tensors)
+
+
+def test_progress_to_a_file_or_pipe_is_one_plain_line_per_log(tmp_path, tiny_overrides):
+    import io
+
+    tr = _training(tmp_path, tiny_overrides, **{"train.steps": 6, "train.log_every": 2})
+    out = io.StringIO()  # not a terminal, like a log file under nohup or CI
+    tr.run(progress=True, stream=out)
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    assert [line.split()[1] for line in lines] == ["2/6", "4/6", "6/6"]
+    assert all("img/s" in line and "D=" in line for line in lines)

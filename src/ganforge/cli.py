@@ -277,7 +277,7 @@ def _output_file(out: str | None, default: Path, suffix: str) -> Path:
 
 def cmd_sample(a: argparse.Namespace) -> int:
     from . import api
-    from .training.artifacts import save_image_grid
+    from .training.artifacts import class_columns, save_image_grid
     from .training.checkpoint import atomic_path
 
     model = api.load(a.run, checkpoint=a.checkpoint, ema=not a.no_ema)
@@ -294,7 +294,9 @@ def cmd_sample(a: argparse.Namespace) -> int:
     out = _output_file(a.out, Path(a.run) / "samples" / f"{stem}{suffix}", suffix)
     x = model.sample(a.n, seed=a.seed, labels=a.label)
     if image:
-        out = save_image_grid(x, out)
+        # Default labels cycle the classes: one column per class (a fixed label: the square grid).
+        cols = class_columns(model.recipe.conditional and a.label is None, model.spec.num_classes)
+        out = save_image_grid(x, out, nrow=cols)
     else:
         with atomic_path(out) as tmp:
             tmp.write_text(json.dumps(x.tolist()))

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "finalize_artifacts",
+    "class_columns",
     "make_grid",
     "plot_density_1d",
     "plot_losses",
@@ -248,6 +249,12 @@ def make_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 2, pad_value:
         y0, x0 = pad + r * (h + pad), pad + col * (w + pad)
         grid[y0 : y0 + h, x0 : x0 + w] = tiles[i]
     return grid
+
+
+def class_columns(conditional: bool, num_classes: int) -> int | None:
+    """Grid width for samples whose labels cycle 0..K-1: K, so each column is one class (at most
+    32 wide; beyond that, or unconditional, None: the square default)."""
+    return num_classes if conditional and 2 <= num_classes <= 32 else None
 
 
 def save_image_grid(x: torch.Tensor, path: str | Path, nrow: int | None = None, min_size: int = 256) -> Path:

@@ -428,6 +428,7 @@ class Training:
                 if k != "step":
                     writer.add_scalar(k, v, self.step)
         if bar is not None:
+            bar.n = self.step
             shown = " ".join(
                 f"{k.split('/')[-1] if k.startswith('loss/') else k}={v:.3f}"
                 for k, v in values.items()
@@ -503,9 +504,10 @@ class Training:
         samples = self.dir / "samples"
         name = "final" if final else f"step_{self.step:08d}"
         if self.data.spec.kind == "image":
-            artifacts.save_image_grid(x.cpu(), samples / f"{name}.png")
+            cols = artifacts.class_columns(self.recipe.conditional, self.data.spec.num_classes)
+            artifacts.save_image_grid(x.cpu(), samples / f"{name}.png", nrow=cols)
             if final:
-                artifacts.save_image_grid(x.cpu(), samples / f"step_{self.step:08d}.png")
+                artifacts.save_image_grid(x.cpu(), samples / f"step_{self.step:08d}.png", nrow=cols)
             return
         # Vector data: more points than a grid needs, from a stream independent of training.
         g = torch.Generator().manual_seed(self.cfg.train.seed + FIXED_NOISE_OFFSET + 1)
@@ -669,15 +671,36 @@ def truncate_metrics(path: Path, step: int) -> None:
         tmp.write_text("".join(line + "\n" for line in keep))
 
 
+class _LineProgress:
+    """Progress for log files and pipes: one plain line per logging period. A redrawn tqdm bar
+    there becomes one line of thousands of carriage returns (40 KB for a short run)."""
+
+    def __init__(self, total: int | None, initial: int, stream: TextIO) -> None:
+        self.total, self.n, self.stream = total, initial, stream
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        of = f"/{self.total}" if self.total else ""
+        print(f"step {self.n}{of} {text}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
 def _progress_bar(total: int | None, initial: int, enabled: bool, stream: TextIO | None):
     from tqdm import tqdm
 
+    out = stream or sys.stderr
+    if enabled and not (hasattr(out, "isatty") and out.isatty()):
+        return _LineProgress(total, initial, out)
     return tqdm(
         total=total,
         initial=initial,
         unit="step",
         disable=not enabled,
-        file=stream or sys.stderr,
+        file=out,
         dynamic_ncols=True,
         smoothing=0.1,
     )
