@@ -148,7 +148,7 @@ def test_label_out_of_range_fails_clearly(cgan_run, capsys):
     m = ganforge.load(cgan_run)
     assert m.sample(3, seed=0, labels=9).shape == (3, 1, 16, 16)
     with pytest.raises(
-        ConfigError, match=r"label 10 is not a class of this model; it has 10 classes, 0\.\.9"
+        ConfigError, match=r"label 10 is not a class of this model; it has classes 0=0, 1=1, "
     ):
         m.sample(3, seed=0, labels=10)
     with pytest.raises(ConfigError, match="label -1 is not a class"):
@@ -157,6 +157,22 @@ def test_label_out_of_range_fails_clearly(cgan_run, capsys):
         m.sample(3, seed=0, labels=[1, 2])
     assert main(["sample", str(cgan_run), "--n", "4", "--label", "12"]) == 2
     assert "label 12 is not a class" in capsys.readouterr().err
+
+
+def test_classes_can_be_named(cgan_run, capsys):
+    m = ganforge.load(cgan_run)
+    spec = m.spec
+    spec_named = type(spec)(spec.kind, spec.shape, 3, ["cat", "dog", "7"])
+    assert [spec_named.class_index(v) for v in ("cat", "dog", "7", "1", 2, " dog ")] == [0, 1, 2, 1, 2, 1]
+    with pytest.raises(ConfigError, match=r"no class 'cow'; this model has classes 0=cat, 1=dog, 2=7"):
+        spec_named.class_index("cow")
+    m.spec.class_names = [f"digit{k}" for k in range(spec.num_classes)]
+    assert torch.equal(m.sample(4, seed=1, labels="digit3"), m.sample(4, seed=1, labels=3))
+    assert torch.equal(m.sample(2, seed=1, labels=["digit3", "digit5"]), m.sample(2, seed=1, labels=[3, 5]))
+    assert main(["sample", str(cgan_run), "--n", "4", "--label", "0"]) == 0  # the run's own names: "0".."9"
+    assert "of class 0 (0)" in capsys.readouterr().out
+    assert main(["sample", str(cgan_run), "--n", "4", "--label", "zebra"]) == 2
+    assert "no class 'zebra'; this model has classes 0=0, 1=1" in capsys.readouterr().err
 
 
 def test_sampling_another_class_does_not_overwrite_the_first(cgan_run, capsys):
@@ -298,7 +314,8 @@ def test_latent_arithmetic_on_known_vectors():
     zb = torch.tensor([[0.0, 1.0]])
     zc = torch.tensor([[0.0, 0.0], [0.0, 4.0], [3.0, 2.0]])  # mean (1, 2)
     assert torch.equal(latent_arithmetic(za, zb, zc), torch.tensor([3.0, 1.0]))
-    assert parse_concept("label:7") == ("label", [7])
+    assert parse_concept("label:7") == ("label", ["7"])  # an index or a name: the model decides
+    assert parse_concept("label:seven") == ("label", ["seven"])
     assert parse_concept("seeds:1,2") == parse_concept("1,2") == ("seeds", [1, 2])
     with pytest.raises(ConfigError, match="label:K"):
         parse_concept("cat")

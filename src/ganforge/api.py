@@ -189,10 +189,14 @@ class LoadedModel:
         self,
         n: int,
         seed: int | None = None,
-        labels: torch.Tensor | list[int] | int | None = None,
+        labels: torch.Tensor | list[int] | list[str] | int | str | None = None,
         batch_size: int = 256,
     ) -> torch.Tensor:
-        """``n`` samples on the CPU: NCHW float in [-1, 1] for images, ``(n, D)`` for vector data."""
+        """``n`` samples on the CPU: NCHW float in [-1, 1] for images, ``(n, D)`` for vector data.
+
+        ``labels`` (conditional models): one class or ``n``, each an index or a class name (the
+        dataset's, e.g. a folder name: ``spec.class_names``); default: the classes in turn.
+        """
         if n < 1:
             raise ConfigError(f"n must be >= 1, got {n}")
         if batch_size < 1:
@@ -203,13 +207,18 @@ class LoadedModel:
             k = self.spec.num_classes
             if not self.recipe.conditional:
                 raise ConfigError(f"{self.config.model_name} is unconditional; it takes no labels")
+            if isinstance(labels, str) or (
+                isinstance(labels, list) and any(isinstance(v, str) for v in labels)
+            ):
+                labels = [self.spec.class_index(v) for v in ([labels] if isinstance(labels, str) else labels)]
             y = torch.as_tensor(labels, dtype=torch.int64).flatten()
             y = y.expand(n) if y.numel() == 1 else y
             if len(y) != n:
                 raise ConfigError(f"got {len(y)} labels for n={n} samples; pass one label or n of them")
             if y.min() < 0 or y.max() >= k:
-                bad = int(y.min()) if y.min() < 0 else int(y.max())
-                raise ConfigError(f"label {bad} is not a class of this model; it has {k} classes, 0..{k - 1}")
+                self.spec.class_index(
+                    int(y.min()) if y.min() < 0 else int(y.max())
+                )  # raises, naming the classes
         # All latents (and the default class cycle 0..K-1, 0, ...) first, in one draw: the same seed
         # then gives the same samples whatever batch_size is (latents are small: n x z_dim, against
         # n x C x H x W for the output). A cycle restarted per chunk would change the labels.

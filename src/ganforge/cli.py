@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--checkpoint", help="a specific checkpoint JSON (default: latest)")
     s.add_argument("--no-ema", action="store_true", help="use the raw generator, not its moving average")
-    s.add_argument("--label", type=int, help="class to draw (conditional models: cgan, acgan)")
+    s.add_argument(
+        "--label", help="class to draw, an index or a class name (conditional models: cgan, acgan)"
+    )
 
     def latent_parser(name: str, help: str, default_name: str = "") -> argparse.ArgumentParser:
         q = sub.add_parser(name, help=help)
@@ -108,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--steps", type=int, default=8, help="images per interpolation (default 8)")
     i.add_argument("--rows", type=int, default=4, help="number of interpolations (default 4)")
     i.add_argument("--mode", choices=["slerp", "lerp"], default="slerp", help="path (default slerp)")
-    i.add_argument("--label", type=int, help="class of every row (conditional models; default: cycle)")
+    i.add_argument(
+        "--label", help="class of every row, an index or a name (conditional models; default: cycle)"
+    )
 
     tr = latent_parser(
         "traverse",
@@ -124,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         ar.add_argument(
             f"--{flag}",
             required=True,
-            help="seeds:S1,S2,... or label:K (conditional models: drawn as class K; "
+            help="seeds:S1,S2,... or label:K, K an index or a class name (conditional models: drawn as class K; "
             "unconditional: samples the dataset's domain classifier labels K)",
         )
     ar.add_argument("--n", type=int, default=3, help="samples averaged per label concept (default 3)")
@@ -277,6 +281,7 @@ def _output_file(out: str | None, default: Path, suffix: str) -> Path:
 
 def cmd_sample(a: argparse.Namespace) -> int:
     from . import api
+    from .tools.latent import check_label
     from .training.artifacts import class_columns, save_image_grid
     from .training.checkpoint import atomic_path
 
@@ -288,19 +293,22 @@ def cmd_sample(a: argparse.Namespace) -> int:
             f"--n {a.n} is more than one {'grid' if image else 'file'} holds (at most {cap:,}); "
             f"use a smaller --n, or ganforge.load(run).sample(n) from Python for a tensor"
         )
+    label = None if a.label is None else check_label(model, a.label)  # an index or a class name
     # The label is part of the default name so that drawing another class does not overwrite it.
-    stem = "sample" + ("" if a.label is None else f"_label{a.label}") + f"_seed{a.seed}"
+    stem = "sample" + ("" if label is None else f"_label{label}") + f"_seed{a.seed}"
     suffix = ".png" if image else ".json"
     out = _output_file(a.out, Path(a.run) / "samples" / f"{stem}{suffix}", suffix)
-    x = model.sample(a.n, seed=a.seed, labels=a.label)
+    x = model.sample(a.n, seed=a.seed, labels=label)
     if image:
         # Default labels cycle the classes: one column per class (a fixed label: the square grid).
-        cols = class_columns(model.recipe.conditional and a.label is None, model.spec.num_classes)
+        cols = class_columns(model.recipe.conditional and label is None, model.spec.num_classes)
         out = save_image_grid(x, out, nrow=cols)
     else:
         with atomic_path(out) as tmp:
             tmp.write_text(json.dumps(x.tolist()))
-    print(f"wrote {a.n} samples from step {model.step} to {out}")
+    names = model.spec.class_names
+    what = "" if label is None or label >= len(names) else f" of class {label} ({names[label]})"
+    print(f"wrote {a.n} samples{what} from step {model.step} to {out}")
     return 0
 
 
@@ -312,16 +320,17 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
     import tempfile
 
     from . import api
-    from .tools.latent import interpolation_grid
+    from .tools.latent import check_label, interpolation_grid
     from .training.artifacts import save_gif, save_image_grid
 
     model = api.load(a.run, checkpoint=a.checkpoint, ema=not a.no_ema)
-    x, steps = interpolation_grid(model, a.steps, a.rows, a.mode, a.seed, a.label)
+    label = None if a.label is None else check_label(model, a.label)  # an index or a class name
+    x, steps = interpolation_grid(model, a.steps, a.rows, a.mode, a.seed, label)
     # Non-default choices go into the default name so that one run's variants sit side by side.
     name = (
         "interpolate"
         + ("" if a.mode == "slerp" else f"_{a.mode}")
-        + ("" if a.label is None else f"_label{a.label}")
+        + ("" if label is None else f"_label{label}")
     )
     out = save_image_grid(x, _latent_out(a, name), nrow=steps)
     # One GIF frame per interpolation step, showing every row at that step.

@@ -74,6 +74,35 @@ class DataSpec:
         d["shape"] = list(self.shape)
         return d
 
+    def class_index(self, label: int | str) -> int:
+        """The index of class ``label``: an index, or a class name (``"seven"``, a folder's name).
+
+        A string is looked up as a name first, then read as an index, so with class folders ``1``,
+        ``7``, ``10`` the text ``"7"`` means the folder ``7`` (index 1).
+
+        Raises:
+            ConfigError: no such class; the message lists the classes.
+        """
+        from ..errors import ConfigError
+
+        k = self.num_classes
+        names = self.class_names
+        shown = ", ".join(f"{i}={n}" for i, n in enumerate(names[:12])) + (", ..." if len(names) > 12 else "")
+        listing = f"classes {shown}" if names else f"classes 0..{k - 1}"
+        if k < 1:
+            raise ConfigError("this dataset has no class labels")
+        if isinstance(label, str):
+            text = label.strip()
+            if text in names:
+                return names.index(text)
+            try:
+                label = int(text)
+            except ValueError:
+                raise ConfigError(f"no class {text!r}; this model has {listing}") from None
+        if isinstance(label, bool) or not 0 <= int(label) < k:
+            raise ConfigError(f"label {label} is not a class of this model; it has {listing}")
+        return int(label)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataSpec:
         try:

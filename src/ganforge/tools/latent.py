@@ -85,21 +85,26 @@ def _require_images(model) -> None:
         )
 
 
-def check_label(model, label: int) -> int:
-    """``label`` when the model is conditional and it is a valid class, else a ConfigError."""
+def check_label(model, label: int | str) -> int:
+    """The index of class ``label`` (an index or a class name) when the model is conditional, else
+    a ConfigError."""
     if not model.recipe.conditional:
         raise ConfigError(f"{model.config.model_name} is unconditional; it takes no labels")
-    k = model.spec.num_classes
-    if not 0 <= label < k:
-        raise ConfigError(f"label {label} is out of range: this model has classes 0..{k - 1}")
-    return label
+    return model.spec.class_index(label)
 
 
 def interpolation_grid(
-    model, steps: int = 8, rows: int = 4, mode: Mode = "slerp", seed: int = 0, label: int | None = None
+    model,
+    steps: int = 8,
+    rows: int = 4,
+    mode: Mode = "slerp",
+    seed: int = 0,
+    label: int | str | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """``rows`` interpolations of ``steps`` images each, between random latent pairs; row-major."""
+    """``rows`` interpolations of ``steps`` images each, between random latent pairs; row-major.
+    ``label`` (conditional models): the class of every row, an index or a class name."""
     _require_images(model)
+    label = None if label is None else check_label(model, label)
     if steps < 2 or rows < 1:
         raise ConfigError(f"need steps >= 2 and rows >= 1, got steps={steps}, rows={rows}")
     if mode not in ("slerp", "lerp"):
@@ -114,8 +119,6 @@ def interpolation_grid(
         # Each row keeps one class so only the noise moves: the row's class cycles through 0..K-1.
         cls = torch.arange(rows) % model.spec.num_classes if label is None else torch.full((rows,), label)
         y = cls.repeat_interleave(steps)
-    elif label is not None:
-        check_label(model, label)
     return _generate(model, z, y), steps
 
 
@@ -164,14 +167,19 @@ def traverse_grid(
     )
 
 
-def parse_concept(text: str) -> tuple[str, list[int]]:
-    """``"label:7"`` -> ("label", [7]); ``"seeds:1,2,3"`` or ``"1,2,3"`` -> ("seeds", [1, 2, 3])."""
+def parse_concept(text: str) -> tuple[str, list[int | str]]:
+    """``"label:7"`` -> ("label", ["7"]) (an index or a class name, resolved against the model);
+    ``"seeds:1,2,3"`` or ``"1,2,3"`` -> ("seeds", [1, 2, 3])."""
     kind, _, rest = text.partition(":") if ":" in text else ("seeds", "", text)
-    try:
-        values = [int(v) for v in rest.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if kind not in ("label", "seeds") or not values or (kind == "label" and len(values) != 1):
+    values: list[int | str] = []
+    if kind == "label":
+        values = [rest.strip()] if rest.strip() and "," not in rest else []
+    else:
+        try:
+            values = [int(v) for v in rest.split(",") if v.strip()]
+        except ValueError:
+            values = []
+    if kind not in ("label", "seeds") or not values:
         raise ConfigError(f"cannot read {text!r}: give label:K (one class) or seeds:S1,S2,... (sample seeds)")
     for v in values if kind == "seeds" else []:
         check_seed(v, f"seed {v} in {text!r}: a seed")
@@ -250,9 +258,18 @@ def arithmetic_grid(
     _require_images(model)
     recipe = model.recipe
     concepts = [parse_concept(text) for text in (a, b, c)]
+    if any(kind == "label" for kind, _ in concepts) and model.spec.num_classes < 2:
+        raise ConfigError(
+            f"label:K needs a labelled dataset and {model.config.data.name!r} has no labels; "
+            "give the concept as seeds:S1,S2,... instead"
+        )
+    concepts = [  # label:NAME -> label:index
+        (kind, [model.spec.class_index(values[0])] if kind == "label" else values)
+        for kind, values in concepts
+    ]
     by_label: dict[int, torch.Tensor] = {}
     if not recipe.conditional:
-        wanted = [values[0] for kind, values in concepts if kind == "label"]
+        wanted = [int(values[0]) for kind, values in concepts if kind == "label"]
         if wanted:
             by_label = latents_by_label(model, wanted, n, pool, seed, classifier)
     zs, ys = [], []
