@@ -347,12 +347,11 @@ def test_the_extractor_runs_in_chunks_and_returns_cpu_features(tmp_path, random_
     monkeypatch.setattr(
         FIDInceptionV3, "forward", lambda self, x: seen.append(len(x)) or real_forward(self, x)
     )
-    monkeypatch.setattr(extractors, "INCEPTION_BATCH", 3)  # 5,000 at once would need ~15 GB
     ext = extractors.get_extractor(
         "inception", DataConfig(name="digits"), DataSpec("image", (1, 8, 8)), str(st)
     )
     x = torch.rand(7, 1, 8, 8) * 2 - 1
-    feats, probs = ext(x)
+    feats, probs = ext(x, batch_size=3)  # Extractor's batches (250 by default): never all n at once
     assert seen == [3, 3, 1] and feats.shape == (7, 2048) and probs.shape == (7, 1008)
     assert feats.device.type == "cpu" and probs.device.type == "cpu"
     whole = load_fid_inception(st)(x)

@@ -204,21 +204,16 @@ class LoadedModel:
         gen = torch.Generator().manual_seed(check_seed(seed)) if seed is not None else None
         y = None
         if labels is not None:
-            k = self.spec.num_classes
             if not self.recipe.conditional:
                 raise ConfigError(f"{self.config.model_name} is unconditional; it takes no labels")
-            if isinstance(labels, str) or (
-                isinstance(labels, list) and any(isinstance(v, str) for v in labels)
-            ):
-                labels = [self.spec.class_index(v) for v in ([labels] if isinstance(labels, str) else labels)]
-            y = torch.as_tensor(labels, dtype=torch.int64).flatten()
-            y = y.expand(n) if y.numel() == 1 else y
+            if isinstance(labels, torch.Tensor):
+                labels = labels.flatten().tolist()
+            given = labels if isinstance(labels, list) else [labels]
+            # class_index reads each one (an index or a name) and names the classes when it is none.
+            y = torch.tensor([self.spec.class_index(v) for v in given], dtype=torch.int64)
+            y = y.expand(n) if len(y) == 1 else y
             if len(y) != n:
                 raise ConfigError(f"got {len(y)} labels for n={n} samples; pass one label or n of them")
-            if y.min() < 0 or y.max() >= k:
-                self.spec.class_index(
-                    int(y.min()) if y.min() < 0 else int(y.max())
-                )  # raises, naming the classes
         # All latents (and the default class cycle 0..K-1, 0, ...) first, in one draw: the same seed
         # then gives the same samples whatever batch_size is (latents are small: n x z_dim, against
         # n x C x H x W for the output). A cycle restarted per chunk would change the labels.

@@ -106,7 +106,7 @@ def bench(
         raise ConfigError(f"bench needs --size >= 1 and --channels >= 1, got {size} and {channels}")
     if classes < 2:
         raise ConfigError(f"bench needs --classes >= 2, got {classes}")
-    resolve_device(device, fix="--device cpu")  # the error names bench's own option
+    resolve_device(device, fix="--device cpu", what="--device")  # errors name bench's own option
     over = [("train.device", device), ("train.precision", precision), *(overrides or [])]
     with random_data_training(model, (channels, size, size), batch, classes, over) as tr:
         dev = tr.device

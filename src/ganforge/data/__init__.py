@@ -70,12 +70,13 @@ def check_root(cfg: DataConfig) -> None:
     from ..errors import ConfigError
 
     kind, _ = split_name(cfg.name)
-    if getattr(DATASETS.get(kind), "uses_root", False):
+    src = DATASETS.get(kind)
+    if getattr(src, "uses_root", False):
         return
     for key, given in (("root", cfg.root is not None), ("download", cfg.download)):
         if given:
             users = ", ".join(n for n in DATASETS if getattr(DATASETS.get(n), "uses_root", False))
-            where = f" and give the folder as --data {kind}:PATH" if kind in ("folder", "paired") else ""
+            where = f" and give the folder as --data {kind}:PATH" if getattr(src, "takes_arg", False) else ""
             raise ConfigError(
                 f"data.{key} is only read by the file-based datasets ({users}); {cfg.name!r} does not "
                 f"use it, so drop --set data.{key}{where}"

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data import DataConfig, InMemoryDataset, content_id, load_dataset
+from ..data import DataConfig, InMemoryDataset, canonical_name, content_id, load_dataset
 from ..errors import CheckpointError, DataError
 
 HOLDOUT_FRACTION = 0.2
@@ -68,7 +68,7 @@ def split_indices(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 def classifier_key(data_name: str, shape: tuple[int, ...]) -> str:
     kind, _, arg = data_name.partition(":")
     if arg:  # folder:PATH -> a stable, file-system-safe name that changes with the folder's contents
-        where = hashlib.sha256(os.path.abspath(os.path.expanduser(arg)).encode()).hexdigest()[:12]
+        where = hashlib.sha256(canonical_name(data_name).encode()).hexdigest()[:12]
         kind = f"{kind}-{where}-{content_id(data_name)}"
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{kind}-{'x'.join(str(s) for s in shape)}")
 

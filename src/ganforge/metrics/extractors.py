@@ -38,8 +38,6 @@ class Extractor:
         return torch.cat(feats), (torch.cat(probs) if probs else None)
 
 
-INCEPTION_BATCH = 100  # images per Inception forward: ~0.3 GB of activations at 299x299
-
 Factory = Callable[..., Extractor]  # (data, spec, weights=None, device="cpu") -> Extractor
 EXTRACTORS: Registry[Factory] = Registry("feature extractor")
 
@@ -89,14 +87,9 @@ def inception_extractor(
 
     @torch.no_grad()
     def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # In chunks: one forward over 5,000 images at 299x299 would hold ~15 GB of activations in
-        # its first layer alone. Features and probabilities come back on the CPU, as from the others.
-        feats, probs = [], []
-        for i in range(0, len(x), INCEPTION_BATCH):
-            out = net(x[i : i + INCEPTION_BATCH].to(dev).float())
-            feats.append(out["pool"].float().cpu())
-            probs.append(torch.softmax(out["logits_unbiased"].double(), 1).cpu())
-        return torch.cat(feats), torch.cat(probs)
+        # One chunk of Extractor.__call__'s batches, which also brings the results back to the CPU.
+        out = net(x.to(dev).float())
+        return out["pool"], torch.softmax(out["logits_unbiased"].double(), 1)
 
     return Extractor("inception", f"inception-{path.stem}-{net.resize_mode}", run, {"weights": str(path)})
 

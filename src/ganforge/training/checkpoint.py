@@ -283,14 +283,23 @@ def load_checkpoint(json_path: str | Path) -> tuple[dict[str, torch.Tensor], dic
 _SAME_RUN_SECTIONS = ("model", "data", "tech")
 
 
-def _first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any] | None:
+def _first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | None:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(a.keys() & b.keys()):  # keys one version lacks are not a mismatch
-            found = _first_difference(a[key], b[key], f"{path}.{key}")
+            found = _first_difference(a[key], b[key], f"{path}.{key}" if path else key)
             if found:
                 return found
         return None
     return None if a == b else (path, a, b)
+
+
+def _run_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a config that must match (a section one side lacks is not compared)."""
+    out = {s: config[s] for s in _SAME_RUN_SECTIONS if isinstance(config.get(s), dict)}
+    train = config.get("train")
+    if isinstance(train, dict) and "seed" in train:
+        out["train"] = {"seed": train["seed"]}
+    return out
 
 
 def check_same_run(record: dict[str, Any], config: dict[str, Any], where: str) -> None:
@@ -299,16 +308,8 @@ def check_same_run(record: dict[str, Any], config: dict[str, Any], where: str) -
     ``config`` is the run's ``config.json`` as a dict. Records without a ``config`` (hand-made) pass.
     """
     saved = record.get("config")
-    if not isinstance(saved, dict):
-        return
-    pairs = [(saved.get(s), config.get(s), s) for s in _SAME_RUN_SECTIONS]
-    pairs.append(
-        ((saved.get("train") or {}).get("seed"), (config.get("train") or {}).get("seed"), "train.seed")
-    )
-    for theirs, ours, path in pairs:
-        if theirs is None or ours is None:
-            continue
-        found = _first_difference(theirs, ours, path)
+    if isinstance(saved, dict):
+        found = _first_difference(_run_identity(saved), _run_identity(config))
         if found and found[0].startswith("data.spec."):
             # The spec is measured from the data when training starts: the data changed, not the run.
             key, a, b = found
